@@ -1,0 +1,70 @@
+"""``swiftlearn`` command line: ``train | evaluate | export | bench | info``.
+
+Each command lives beside the code it drives: a module exposes ``add_cli(subparsers)``, which
+registers its sub-command and sets ``func``. This file only assembles them, so importing the CLI
+never pulls in an optional dependency before its command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import platform
+import sys
+
+# (module, attribute) of each command's registrar, in the order `--help` lists them
+_COMMANDS = (
+    ("swiftlearn.train", "add_cli"),
+    ("swiftlearn.export", "add_cli"),
+    ("swiftlearn.bench", "add_cli"),
+)
+
+
+def _info(args: argparse.Namespace) -> int:
+    import torch
+
+    from . import __version__
+    from .data import find_root
+    from .model import VARIANTS, create_model
+
+    print(f"swiftlearn {__version__} | python {platform.python_version()} | torch "
+          f"{torch.__version__} | threads {torch.get_num_threads()}")
+    root = find_root(required=False)
+    print(f"Imagenette root: {root if root else 'not found (set SWIFTLEARN_DATA)'}")
+    for name in VARIANTS:
+        n = sum(p.numel() for p in create_model(name).parameters())
+        print(f"{name:16s} {n / 1e6:6.2f} M parameters")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="swiftlearn", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module, attr in _COMMANDS:
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name != module:  # a real missing dependency, not an absent module
+                raise
+            continue
+        getattr(mod, attr)(sub)
+    info = sub.add_parser("info", help="versions, threads, data root and model sizes")
+    info.set_defaults(func=_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"swiftlearn {args.command}: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
