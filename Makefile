@@ -1,0 +1,60 @@
+# swiftlearn: `make help` lists the targets. `make lab` and `make test` create .venv when missing.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch/torchvision pair known to work together here; override on other platforms,
+# e.g. `make test TORCH_SPEC="torch torchvision"`.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.installed
+NOTEBOOKS := $(sort $(wildcard notebooks/0*.ipynb))
+export SWIFTLEARN_DATA ?= $(firstword $(wildcard ../shared/data/imagenette2-224))
+
+.DEFAULT_GOAL := help
+.PHONY: help install lab test test-unit test-notebooks test-browser notebooks bench lint format clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
+	$(BIN)/python -m pip install --quiet -e ".[dev,export]"
+	@touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install swiftlearn with all extras
+
+lab: $(STAMP) ## open JupyterLab on notebooks/
+	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/
+
+lint: $(STAMP) ## ruff over the library and the tests
+	$(BIN)/ruff check swiftlearn tests
+
+test-unit: $(STAMP) ## unit tests (no browser)
+	$(BIN)/pytest -m "not browser" tests
+
+test-notebooks: $(STAMP) ## every notebook in smoke mode under nbval
+	SWIFTLEARN_SMOKE=1 $(BIN)/pytest --nbval-lax --nbval-current-env --nbval-cell-timeout=600 notebooks
+
+test: lint test-unit test-notebooks ## ruff + unit tests + notebooks (smoke mode): what CI runs
+
+test-browser: $(STAMP) ## JupyterLab + headless Chromium: drive the 05 widgets (needs /usr/bin/chromium)
+	$(BIN)/pytest -m browser tests
+
+notebooks: $(STAMP) ## re-execute every notebook in full mode and keep the outputs
+	@for nb in $(NOTEBOOKS); do \
+		echo "== $$nb"; \
+		$(BIN)/jupyter nbconvert --to notebook --execute --inplace \
+			--ExecutePreprocessor.timeout=7200 $$nb || exit 1; \
+		$(BIN)/nbstripout --keep-output --keep-count $$nb; \
+	done
+
+bench: $(STAMP) ## latency table against the peers -> assets/bench/
+	$(BIN)/swiftlearn bench --out assets/bench
+
+format: $(STAMP) ## ruff format + import sorting
+	$(BIN)/ruff check --fix swiftlearn tests
+
+clean: ## remove caches (keeps .venv)
+	rm -rf .pytest_cache .ruff_cache tests/_artifacts
+	find . -name __pycache__ -prune -exec rm -rf {} +
