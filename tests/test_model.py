@@ -1,0 +1,237 @@
+"""swiftlearn.model: official parity, paper sizes, any input size, clear errors, training paths."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from swiftlearn.model import (
+    VARIANTS,
+    ConvEncoder,
+    SwiftFormer,
+    SwiftFormerEncoder,
+    create_model,
+    swiftformer_xs,
+)
+
+# The paper's Table 2 (ImageNet-1K, 224x224): parameters (M) and GMACs
+PAPER = {
+    "swiftformer_xs": (3.5, 0.6),
+    "swiftformer_s": (6.1, 1.0),
+    "swiftformer_l1": (12.1, 1.6),
+    "swiftformer_l3": (28.5, 4.0),
+}
+# exact counts of the official code (../shared/reference/official_state_dict_keys.txt)
+OFFICIAL_PARAMS = {
+    "swiftformer_xs": 3_475_360,
+    "swiftformer_s": 6_092_128,
+    "swiftformer_l1": 12_057_920,
+    "swiftformer_l3": 28_494_736,
+}
+
+
+def gmacs(model: torch.nn.Module, size=(224, 224)) -> float:
+    x = torch.randn(1, 3, *size)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(x)
+    return counter.get_total_flops() / 2 / 1e9
+
+
+# ---------------------------------------------------------------- official parity
+
+
+def test_official_checkpoint_loads_strict_and_matches_golden(official_xs_state_dict, golden):
+    model = swiftformer_xs().eval()
+    model.load_state_dict(official_xs_state_dict, strict=True)
+    with torch.no_grad():
+        features = model.forward_features(golden["input"])
+        logits = model(golden["input"])
+    torch.testing.assert_close(features, golden["features"], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(logits, golden["logits"], atol=1e-4, rtol=1e-4)
+
+
+def test_last_stage_attention_matches_golden(official_xs_state_dict, golden):
+    model = swiftformer_xs().eval()
+    model.load_state_dict(official_xs_state_dict)
+    attn = model.encoders()[-1].attn
+    with torch.no_grad():
+        out = attn(golden["attn_last_stage"]["input"])
+    torch.testing.assert_close(out, golden["attn_last_stage"]["output"], atol=1e-4, rtol=1e-4)
+
+
+def test_state_dict_keys_match_official_list(reference_dir):
+    """Every variant's keys and shapes are the official ones, in the same order."""
+    expected: dict[str, list[tuple[str, tuple[int, ...]]]] = {}
+    current = None
+    for line in (reference_dir / "official_state_dict_keys.txt").read_text().splitlines():
+        if line.startswith("#"):
+            current = "swiftformer_" + line.split(":")[0].split("-")[-1].strip().lower()
+            expected[current] = []
+        elif line.strip():
+            key, shape = line.split("\t")
+            expected[current].append((key, tuple(eval(shape))))
+    assert set(expected) == set(VARIANTS)
+    for name, keys in expected.items():
+        sd = create_model(name).state_dict()
+        assert [(k, tuple(v.shape)) for k, v in sd.items()] == keys, name
+
+
+# ---------------------------------------------------------------- paper sizes
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_params_and_gmacs_match_paper(name):
+    model = create_model(name).eval()
+    n = sum(p.numel() for p in model.parameters())
+    assert n == OFFICIAL_PARAMS[name]
+    params_m, paper_gmacs = PAPER[name]
+    assert round(n / 1e6, 1) == params_m
+    assert round(gmacs(model), 1) == paper_gmacs
+
+
+def test_create_model_names_and_kwargs():
+    assert isinstance(create_model("XS"), SwiftFormer)
+    assert create_model("SwiftFormer-L1").widths == VARIANTS["swiftformer_l1"].widths
+    m = create_model("s", num_classes=10, distillation=False, formulation="softmax")
+    assert m.head.out_features == 10 and not hasattr(m, "dist_head")
+    assert all(e.attn.formulation == "softmax" for e in m.encoders())
+    with pytest.raises(ValueError, match="unknown model"):
+        create_model("swiftformer_m")
+
+
+# ---------------------------------------------------------------- input sizes and errors
+
+
+@pytest.mark.parametrize("size", [(224, 224), (160, 288), (97, 131), (32, 32), (33, 65)])
+def test_any_size_the_network_accepts(size):
+    model = swiftformer_xs(num_classes=7).eval()
+    x = torch.randn(2, 3, *size)
+    with torch.no_grad():
+        stages = model.forward_stages(x)
+        logits = model(x)
+    assert logits.shape == (2, 7)
+    h, w = size
+    for i, (s, c) in enumerate(zip(stages, model.widths)):
+        stride = 2 ** (i + 2)
+        assert s.shape == (2, c, -(-h // stride), -(-w // stride))
+
+
+@pytest.mark.parametrize(
+    ("x", "match"),
+    [
+        (torch.randn(1, 4, 64, 64), "3 input channels"),
+        (torch.randn(1, 64, 64, 3), "channels-last"),
+        (torch.randn(1, 3, 31, 64), "at least 32x32"),
+        (torch.randint(0, 255, (1, 3, 64, 64), dtype=torch.uint8), "float"),
+        (torch.randn(3, 64, 64), "unsqueeze"),
+        (torch.randn(1, 1, 3, 64, 64), "shape"),
+    ],
+)
+def test_bad_inputs_raise_clear_errors(x, match):
+    model = swiftformer_xs().eval()
+    with pytest.raises(ValueError, match=match):
+        model(x)
+    with pytest.raises(ValueError, match=match):
+        model.attention_maps(x)
+
+
+def test_constructor_validation():
+    with pytest.raises(ValueError, match="4 entries"):
+        SwiftFormer((1, 1, 1), (8, 8, 8))
+    with pytest.raises(ValueError, match="drop_path_rate"):
+        swiftformer_xs(drop_path_rate=1.0)
+    with pytest.raises(ValueError, match="formulation"):
+        swiftformer_xs(formulation="relu")
+
+
+# ---------------------------------------------------------------- training behaviour
+
+
+def test_train_mode_returns_both_heads_eval_their_average():
+    model = swiftformer_xs(num_classes=5)
+    x = torch.randn(2, 3, 64, 64)
+    model.eval()  # freeze BatchNorm statistics, then switch only the flag the head looks at
+    with torch.no_grad():
+        avg = model(x)
+        model.training = True
+        head, dist = model(x)
+    torch.testing.assert_close(avg, (head + dist) / 2)
+    model.train()
+    out = model(x)
+    assert isinstance(out, tuple) and len(out) == 2
+
+
+def test_no_distillation_returns_one_tensor_in_train_mode():
+    model = swiftformer_xs(num_classes=5, distillation=False).train()
+    assert model(torch.randn(2, 3, 64, 64)).shape == (2, 5)
+
+
+def test_num_classes_zero_gives_pooled_features():
+    model = swiftformer_xs(num_classes=0).eval()
+    assert model(torch.randn(1, 3, 64, 64)).shape == (1, 220)
+
+
+def test_gradients_reach_every_parameter():
+    model = swiftformer_xs(num_classes=4).train()
+    head, dist = model(torch.randn(2, 3, 64, 64))
+    (head.logsumexp(-1).sum() + dist.logsumexp(-1).sum()).backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum()]
+    assert not missing, missing
+
+
+def test_legacy_softmax_gives_w_g_no_gradient():
+    """Softmax over a size-1 axis is constant 1, so the token scorer w_g never learns."""
+    model = swiftformer_xs(num_classes=4, formulation="legacy_softmax").train()
+    head, dist = model(torch.randn(2, 3, 64, 64))
+    (head.sum() + dist.sum()).backward()
+    for enc in model.encoders():
+        assert enc.attn.w_g.grad is None or not enc.attn.w_g.grad.abs().sum()
+
+
+def test_drop_path_is_stochastic_in_training_and_off_in_eval():
+    model = swiftformer_xs(num_classes=4, drop_path_rate=0.5)
+    rates = [e.drop_path.p for e in model.encoders()]
+    assert rates == sorted(rates) and rates[-1] == pytest.approx(0.5)
+    # the official code builds its ConvEncoders without drop path
+    assert all(m.drop_path.p == 0 for m in model.modules() if type(m) is ConvEncoder)
+    x = torch.randn(4, 3, 64, 64)
+    with torch.no_grad():
+        model.eval()
+        assert torch.equal(model(x), model(x))
+        model.train()
+        for m in model.modules():  # freeze BatchNorm so only drop path is random
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.eval()
+        a, b = model(x)[0], model(x)[0]
+    assert not torch.allclose(a, b)
+
+
+# ---------------------------------------------------------------- attention maps
+
+
+def test_attention_maps_shapes_and_values():
+    model = swiftformer_xs().eval()
+    maps = model.attention_maps(torch.randn(2, 3, 224, 160))
+    assert [tuple(m.shape) for m in maps] == [(2, 56, 40), (2, 28, 20), (2, 14, 10), (2, 7, 5)]
+    for m in maps:  # "normalize": unit L2 norm over the tokens of each image
+        torch.testing.assert_close(m.flatten(1).norm(dim=1), torch.ones(2))
+
+
+def test_attention_maps_do_not_change_the_output():
+    model = swiftformer_xs().eval()
+    x = torch.randn(1, 3, 96, 96)
+    with torch.no_grad():
+        before = model(x)
+        model.attention_maps(x)
+        after = model(x)
+    assert torch.equal(before, after)
+
+
+def test_encoder_attention_branch_matches_token_module():
+    enc = SwiftFormerEncoder(32).eval()
+    x = torch.randn(2, 32, 5, 7)
+    out, alpha = enc.attention(x, return_attention=True)
+    tokens = x.flatten(2).transpose(1, 2)
+    torch.testing.assert_close(out, enc.attn(tokens).transpose(1, 2).reshape(2, 32, 5, 7))
+    assert alpha.shape == (2, 5, 7)
