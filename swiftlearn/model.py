@@ -83,7 +83,10 @@ def stem(in_chs: int, out_chs: int) -> nn.Sequential:
 
 
 class Embedding(nn.Module):
-    """Downsampling between stages: strided 3x3 conv + BatchNorm, ``[B, C, H, W] -> [B, C', H/2, W/2]``."""
+    """Downsampling between stages: strided 3x3 conv + BatchNorm.
+
+    Shape: ``[B, C, H, W] -> [B, C', H/2, W/2]``.
+    """
 
     def __init__(self, in_chs: int, out_chs: int):
         super().__init__()
@@ -246,7 +249,7 @@ class SwiftFormer(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def check_input(self, x: torch.Tensor) -> None:
-        """Raise a ValueError unless ``x`` is a float image batch ``[B, in_chans, H>=32, W>=32]``."""
+        """Raise a ValueError unless ``x`` is a float image batch ``[B, in_chans, >=32, >=32]``."""
         if not isinstance(x, torch.Tensor):
             raise ValueError(f"SwiftFormer expects a torch.Tensor [B, 3, H, W], got "
                              f"{type(x).__name__}")
@@ -344,13 +347,14 @@ def swiftformer_l3(**kwargs) -> SwiftFormer:
     return _build("swiftformer_l3", **kwargs)
 
 
-def create_model(name: str, num_classes: int = 1000, checkpoint=None, **kwargs) -> SwiftFormer:
+def create_model(name: str, num_classes: int | None = None, checkpoint=None,
+                 **kwargs) -> SwiftFormer:
     """Build a variant by name, optionally loading weights.
 
     Args:
         name: ``swiftformer_xs``, ``swiftformer_s``, ``swiftformer_l1`` or ``swiftformer_l3``
             (``xs``/``s``/``l1``/``l3`` and the official ``SwiftFormer_XS`` spellings work too).
-        num_classes: classifier outputs.
+        num_classes: classifier outputs; ``None`` means 1000, or the checkpoint's when one is given.
         checkpoint: a path or a state dict in any format :mod:`swiftlearn.checkpoints` detects
             (official, timm, Hugging Face, swiftlearn training checkpoints).
         **kwargs: forwarded to :class:`SwiftFormer` (``distillation``, ``drop_path_rate``,
@@ -362,7 +366,7 @@ def create_model(name: str, num_classes: int = 1000, checkpoint=None, **kwargs) 
     if key not in VARIANTS:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(VARIANTS)}")
     if checkpoint is None:
-        return _build(key, num_classes=num_classes, **kwargs)
+        return _build(key, num_classes=1000 if num_classes is None else num_classes, **kwargs)
     from .checkpoints import load_checkpoint  # checkpoints sits beside model; import lazily
 
     return load_checkpoint(checkpoint, model=key, num_classes=num_classes, **kwargs)
