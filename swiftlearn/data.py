@@ -15,21 +15,51 @@ run on a clean clone without network).
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import json
+import math
 import os
-from dataclasses import dataclass
+import shutil
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from PIL import Image
 
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "IMAGENETTE_CLASSES",
+    "IMAGENETTE_URLS",
+    "CachedImages",
+    "ImagenetteDataset",
     "Photo",
+    "batch_indices",
+    "check_root",
+    "class_names",
     "default_cache_dir",
+    "download_imagenette",
+    "eval_transform",
     "find_root",
+    "list_samples",
+    "load_cached",
     "load_photos",
+    "load_rgb",
+    "normalize",
+    "random_resized_crop_flip",
+    "resize_center",
+    "train_transform",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -109,7 +139,7 @@ def find_root(root: str | os.PathLike | None = None, required: bool = True) -> P
 
 @dataclass
 class Photo:
-    """A real photo for attention figures: RGB ``uint8`` array ``[H, W, 3]`` and where it came from."""
+    """A real photo for attention figures: RGB ``uint8`` ``[H, W, 3]`` and where it came from."""
 
     name: str
     image: np.ndarray
@@ -178,3 +208,490 @@ def load_photos(n: int | None = None) -> list[Photo]:
         photos.append(Photo(name, np.ascontiguousarray(image[..., :3]),
                             f"scikit-image:{name}"))
     return photos
+
+
+# ---------------------------------------------------------------------------------------------
+# Layout checks
+# ---------------------------------------------------------------------------------------------
+
+#: The official archives (as listed by fast.ai and torchvision): size -> (url, md5).
+IMAGENETTE_URLS: dict[str, tuple[str, str]] = {
+    "160": ("https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-160.tgz",
+            "e793b78cc4c9e9a4ccc0c1155377a412"),
+    "320": ("https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-320.tgz",
+            "3df6f0d01a2c9592104656642f5e78a3"),
+    "full": ("https://s3.amazonaws.com/fast-ai-imageclas/imagenette2.tgz",
+             "fe2fc210e6bb7c5664d602c3cd71e612"),
+}
+NOISY_CSV = "noisy_imagenette.csv"
+NOISE_LEVELS = (0, 1, 5, 25, 50)
+SPLITS = ("train", "val")
+_HOW_TO_GET = ("Get it with `swiftlearn.data.download_imagenette('320')` (or '160' / 'full'), or "
+               "download and extract https://s3.amazonaws.com/fast-ai-imageclas/"
+               "imagenette2-320.tgz yourself and set SWIFTLEARN_DATA to the extracted folder.")
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
+
+
+def check_root(root: str | os.PathLike, splits: tuple[str, ...] = SPLITS) -> Path:
+    """Check that ``root`` is a complete Imagenette root; return it as a :class:`Path`.
+
+    Complete means: ``<split>/<wnid>/`` exists and holds at least one image for every split in
+    ``splits`` and each of the ten wnids of :data:`IMAGENETTE_CLASSES`.
+
+    Raises:
+        FileNotFoundError: listing every missing or empty folder and how to get the data.
+    """
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(f"Imagenette root {path} does not exist. {_HOW_TO_GET}")
+    missing: list[str] = []
+    for split in splits:
+        if not (path / split).is_dir():
+            missing.append(f"{split}/")
+            continue
+        for wnid, _ in IMAGENETTE_CLASSES:
+            folder = path / split / wnid
+            if not folder.is_dir():
+                missing.append(f"{split}/{wnid}/")
+            elif not _image_files(folder):
+                missing.append(f"{split}/{wnid}/ (empty)")
+    if missing:
+        shown = ", ".join(missing[:12]) + (f" and {len(missing) - 12} more" if len(missing) > 12
+                                           else "")
+        raise FileNotFoundError(
+            f"{path} is an incomplete Imagenette root: missing {shown}. A partial download or "
+            f"extraction leaves this; delete the folder and fetch it again. {_HOW_TO_GET}")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Download
+# ---------------------------------------------------------------------------------------------
+
+def _md5(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fetch(url: str, dest: Path, progress: bool, timeout: float) -> None:
+    from tqdm.auto import tqdm
+
+    tmp = dest.with_name(dest.name + ".part")
+    with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
+        total = int(response.headers.get("Content-Length") or 0) or None
+        with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name,
+                  disable=not progress) as bar:
+            while block := response.read(1 << 20):
+                out.write(block)
+                bar.update(len(block))
+    os.replace(tmp, dest)
+
+
+def download_imagenette(size: str = "320", root: str | os.PathLike | None = None, *,
+                        url: str | None = None, md5: str | None = None, retries: int = 3,
+                        progress: bool = True, timeout: float = 60.0) -> Path:
+    """Download and extract an official Imagenette archive; return the extracted root.
+
+    The archive is fetched to ``<root>/<name>.tgz`` (resumed from scratch on failure, up to
+    ``retries`` attempts), its md5 checked, then extracted into a temporary folder that is
+    renamed into place only when complete, so an interrupted run never leaves a half-extracted
+    root. An already extracted, complete root is returned without touching the network.
+
+    Args:
+        size: ``"160"``, ``"320"`` or ``"full"`` (``"160px"``/``"320px"`` work too).
+        root: where to put it (default: :func:`default_cache_dir`).
+        url, md5: override the archive (tests serve a small archive from a local server).
+        retries: download attempts before giving up.
+        progress: show a tqdm progress bar.
+        timeout: socket timeout in seconds.
+
+    Raises:
+        ValueError: unknown ``size`` or ``retries < 1``.
+        RuntimeError: every attempt failed, or the md5 never matched.
+    """
+    key = str(size).lower().removesuffix("px")
+    if key not in IMAGENETTE_URLS:
+        raise ValueError(f"size must be one of {sorted(IMAGENETTE_URLS)}, got {size!r}")
+    if retries < 1:
+        raise ValueError(f"retries must be >= 1, got {retries}")
+    default_url, default_md5 = IMAGENETTE_URLS[key]
+    url = url or default_url
+    md5 = md5 if md5 is not None or url != default_url else default_md5
+    base = Path(root).expanduser() if root is not None else default_cache_dir()
+    base.mkdir(parents=True, exist_ok=True)
+    archive_name = Path(urllib.parse.urlparse(url).path).name or "imagenette.tgz"
+    name = archive_name.split(".")[0]
+    target = base / name
+    if target.is_dir():
+        try:
+            return check_root(target)
+        except FileNotFoundError:
+            shutil.rmtree(target)  # an incomplete earlier result: start again
+    archive = base / archive_name
+    errors: list[str] = []
+    for attempt in range(1, retries + 1):
+        try:
+            if not archive.is_file():
+                _fetch(url, archive, progress, timeout)
+            if md5 and (got := _md5(archive)) != md5:
+                archive.unlink()
+                raise OSError(f"md5 mismatch: expected {md5}, got {got}")
+            break
+        except (OSError, urllib.error.URLError) as e:
+            errors.append(f"attempt {attempt}: {e}")
+            if attempt < retries:
+                time.sleep(min(2 ** attempt, 30) * 0.1)
+    else:
+        raise RuntimeError(f"could not download {url} after {retries} attempts ("
+                           + "; ".join(errors) + "). Check the network, or download the archive "
+                           f"by hand into {base} and call this again.")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=base))
+    try:
+        with tarfile.open(archive) as tar:
+            tar.extractall(tmp, filter="data")
+        extracted = tmp / name if (tmp / name).is_dir() else tmp
+        check_root(extracted)
+        os.replace(extracted, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+# ---------------------------------------------------------------------------------------------
+# Samples, labels, PIL datasets and transforms
+# ---------------------------------------------------------------------------------------------
+
+def class_names(wnids: list[str] | tuple[str, ...]) -> list[str]:
+    """Readable names for WordNet ids (the wnid itself when it is not an Imagenette class)."""
+    names = dict(IMAGENETTE_CLASSES)
+    return [names.get(w, w) for w in wnids]
+
+
+def _noisy_labels(root: Path, noise: int) -> dict[str, str]:
+    csv_path = root / NOISY_CSV
+    if not csv_path.is_file():
+        raise FileNotFoundError(f"noise={noise} needs {csv_path} (the official "
+                                f"{NOISY_CSV}, shipped in every Imagenette archive).")
+    column = f"noisy_labels_{noise}"
+    with open(csv_path, newline="") as f:
+        reader = csv.DictReader(f)
+        if column not in (reader.fieldnames or []):
+            raise ValueError(f"{csv_path} has no column {column!r}")
+        return {row["path"]: row[column] for row in reader}
+
+
+def list_samples(root: str | os.PathLike, split: str = "train", noise: int = 0,
+                 ) -> tuple[list[tuple[Path, int]], list[str]]:
+    """``(path, label)`` pairs of one split, and the wnids (label order, sorted).
+
+    Args:
+        root: an Imagenette root (checked with :func:`check_root`).
+        split: ``"train"`` or ``"val"``.
+        noise: percentage of noisy training labels from ``noisy_imagenette.csv``
+            (0, 1, 5, 25 or 50; the validation split always keeps its true labels).
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    if noise not in NOISE_LEVELS:
+        raise ValueError(f"noise must be one of {NOISE_LEVELS} (percent), got {noise!r}")
+    root = check_root(root, (split,))
+    wnids = [w for w, _ in IMAGENETTE_CLASSES]
+    index = {w: i for i, w in enumerate(wnids)}
+    relabel = _noisy_labels(root, noise) if noise and split == "train" else {}
+    samples = []
+    for wnid in wnids:
+        for path in _image_files(root / split / wnid):
+            rel = f"{split}/{wnid}/{path.name}"
+            samples.append((path, index[relabel.get(rel, wnid)]))
+    return samples, wnids
+
+
+def load_rgb(path: str | os.PathLike) -> Image.Image:
+    """Open an image as RGB (greyscale and CMYK are converted); RuntimeError names a bad file."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.convert("RGB")
+    except (OSError, SyntaxError, ValueError) as e:
+        raise RuntimeError(f"corrupt or unreadable image {path}: {e}. Delete or replace it "
+                           "(or re-download the dataset).") from e
+
+
+class ImagenetteDataset(torch.utils.data.Dataset):
+    """Imagenette images read from disk (decoded per access), with class names.
+
+    Args:
+        root: an Imagenette root (``None``: :func:`find_root`).
+        split: ``"train"`` or ``"val"``.
+        transform: applied to the RGB PIL image (e.g. :func:`train_transform`).
+        noise: noisy-label percentage from ``noisy_imagenette.csv`` (train split only).
+
+    A corrupt image raises a ``RuntimeError`` naming its path when it is read (the decoded
+    cache, :func:`load_cached`, instead skips corrupt files with a warning).
+    """
+
+    def __init__(self, root=None, split: str = "train", transform=None, noise: int = 0):
+        self.root = find_root(root)
+        self.split = split
+        self.samples, self.wnids = list_samples(self.root, split, noise)
+        self.classes = class_names(self.wnids)
+        self.targets = [y for _, y in self.samples]
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):
+        path, label = self.samples[i]
+        image = load_rgb(path)
+        return (self.transform(image) if self.transform else image), label
+
+
+def train_transform(size: int = 224, scale: tuple[float, float] = (0.35, 1.0),
+                    auto_augment: str | None = None):
+    """Random resized crop + horizontal flip (+ optional ``"trivialaugment"``/``"randaugment"``/
+    ``"autoaugment"``), to a normalised float tensor ``[3, size, size]``."""
+    from torchvision import transforms as T
+
+    ops = [T.RandomResizedCrop(size, scale=scale, antialias=True), T.RandomHorizontalFlip()]
+    policies = {"trivialaugment": T.TrivialAugmentWide, "randaugment": T.RandAugment,
+                "autoaugment": T.AutoAugment}
+    if auto_augment is not None:
+        if auto_augment not in policies:
+            raise ValueError(f"auto_augment must be one of {sorted(policies)} or None, got "
+                             f"{auto_augment!r}")
+        ops.append(policies[auto_augment]())
+    return T.Compose(ops + [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+
+def eval_transform(size: int = 224, crop_pct: float = 0.875):
+    """Resize to ``size / crop_pct`` then centre crop ``size``, normalised float tensor."""
+    from torchvision import transforms as T
+
+    if not 0.0 < crop_pct <= 1.0:
+        raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct}")
+    return T.Compose([T.Resize(round(size / crop_pct), antialias=True), T.CenterCrop(size),
+                      T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoded uint8 cache and batched augmentation on tensors
+# ---------------------------------------------------------------------------------------------
+
+_CACHE_VERSION = 1
+
+
+@dataclass
+class CachedImages:
+    """A split decoded once: ``images`` uint8 ``[N, 3, S, S]``, ``labels`` int64 ``[N]``.
+
+    ``skipped`` lists files that could not be decoded (see :func:`load_cached`).
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: list[str]
+    paths: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, per_class: int) -> CachedImages:
+        """The first ``per_class`` images of every class (for smoke runs and tests)."""
+        keep = torch.cat([torch.nonzero(self.labels == c).flatten()[:per_class]
+                          for c in range(len(self.classes))])
+        keep = keep.sort().values
+        return CachedImages(self.images[keep], self.labels[keep], list(self.classes),
+                            [self.paths[i] for i in keep] if self.paths else [], [])
+
+
+def _cache_key(root: Path, split: str, size: int, noise: int, files: list[Path]) -> str:
+    digest = hashlib.sha1(f"v{_CACHE_VERSION}|{root.resolve()}|{split}|{size}|{noise}".encode())
+    for path in files:
+        st = path.stat()
+        digest.update(f"|{path.name}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]
+
+
+def _decode(path: Path, size: int) -> np.ndarray | None:
+    try:
+        with Image.open(path) as im:
+            im.draft("RGB", (size, size))  # JPEG: let libjpeg decode at a reduced scale
+            rgb = im.convert("RGB").resize((size, size), Image.BICUBIC)
+        return np.asarray(rgb).transpose(2, 0, 1)
+    except (OSError, SyntaxError, ValueError):
+        return None
+
+
+def load_cached(root=None, split: str = "train", size: int = 176, *, noise: int = 0,
+                cache_dir: str | os.PathLike | None = None, on_corrupt: str = "skip",
+                progress: bool = True, workers: int = 2) -> CachedImages:
+    """A split decoded to uint8 ``[N, 3, size, size]`` tensors, built once and then reused.
+
+    Every image is squashed to ``size x size`` (Imagenette2-224 is already square; for the
+    official aspect-preserving archives this matches their ``Resize((s, s))``). The file is
+    ``<cache_dir>/<split>-<size>px-<key>.npy`` with a ``.json`` beside it; the key hashes the
+    root's absolute path, the split, the size, the noise level and every file's name, size and
+    mtime, so adding, removing or touching an image (or changing the size) builds a new cache.
+    Files are written to a temporary name and renamed, so an interrupted build leaves nothing.
+
+    Args:
+        root: an Imagenette root (``None``: :func:`find_root`).
+        split: ``"train"`` or ``"val"``.
+        size: the stored resolution (train crops and eval resizes start from it).
+        noise: noisy-label percentage (train only), see :func:`list_samples`.
+        cache_dir: where to store it (default ``default_cache_dir() / "decoded"``).
+        on_corrupt: ``"skip"`` (default): leave undecodable files out, warn with their count
+            and paths and record them in ``skipped``; ``"error"``: raise a ``RuntimeError``
+            naming them.
+        progress: tqdm bar while decoding.
+        workers: decoding threads (PIL releases the GIL while decoding).
+    """
+    from tqdm.auto import tqdm
+
+    if on_corrupt not in ("skip", "error"):
+        raise ValueError(f"on_corrupt must be 'skip' or 'error', got {on_corrupt!r}")
+    if not isinstance(size, int) or size < 32:
+        raise ValueError(f"size must be an int >= 32, got {size!r}")
+    root = find_root(root)
+    samples, wnids = list_samples(root, split, noise)
+    files = [p for p, _ in samples]
+    key = _cache_key(root, split, size, noise, files)
+    folder = Path(cache_dir).expanduser() if cache_dir is not None \
+        else default_cache_dir() / "decoded"
+    stem = folder / f"{split}-{size}px-{key}"
+    npy, meta_path = stem.with_suffix(".npy"), stem.with_suffix(".json")
+    if npy.is_file() and meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        images = torch.from_numpy(np.load(npy))
+        skipped = meta["skipped"]
+        if skipped and on_corrupt == "error":
+            raise RuntimeError(f"{len(skipped)} corrupt image(s) in {root}/{split}: "
+                               + ", ".join(skipped[:10]))
+        return CachedImages(images, torch.tensor(meta["labels"]), class_names(wnids),
+                            meta["paths"], skipped)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = np.empty((len(files), 3, size, size), np.uint8)
+    ok = np.zeros(len(files), bool)
+
+    def work(i: int) -> int:
+        arr = _decode(files[i], size)
+        if arr is not None:
+            out[i], ok[i] = arr, True
+        return i
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        for _ in tqdm(pool.map(work, range(len(files))), total=len(files), disable=not progress,
+                      desc=f"decoding {split} at {size}px", mininterval=2.0):
+            pass
+    skipped = [str(files[i]) for i in np.flatnonzero(~ok)]
+    if skipped:
+        if on_corrupt == "error":
+            raise RuntimeError(f"{len(skipped)} corrupt or unreadable image(s) in "
+                               f"{root}/{split}: " + ", ".join(skipped[:10]) + ". Delete or "
+                               "replace them, or use on_corrupt='skip'.")
+        warnings.warn(f"skipped {len(skipped)} corrupt or unreadable image(s) in {root}/{split}: "
+                      + ", ".join(skipped[:10]) + (" ..." if len(skipped) > 10 else ""),
+                      RuntimeWarning, stacklevel=2)
+    out = out[ok]
+    labels = [y for (_, y), good in zip(samples, ok) if good]
+    paths = [str(p.relative_to(root)) for p, good in zip(files, ok) if good]
+    tmp = npy.with_name(npy.name + f".{os.getpid()}.tmp.npy")
+    np.save(tmp, out)
+    os.replace(tmp, npy)
+    tmp_meta = meta_path.with_name(meta_path.name + f".{os.getpid()}.tmp")
+    tmp_meta.write_text(json.dumps({"root": str(root), "split": split, "size": size,
+                                    "noise": noise, "labels": labels, "paths": paths,
+                                    "skipped": skipped, "wnids": wnids}))
+    os.replace(tmp_meta, meta_path)
+    return CachedImages(torch.from_numpy(out), torch.tensor(labels), class_names(wnids), paths,
+                        skipped)
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (0-255) or float (0-1) ``[B, 3, H, W]`` -> ImageNet-normalised float32."""
+    x = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def random_resized_crop_flip(images: torch.Tensor, size: int,
+                             scale: tuple[float, float] = (0.35, 1.0),
+                             ratio: tuple[float, float] = (3 / 4, 4 / 3), flip: bool = True,
+                             generator: torch.Generator | None = None) -> torch.Tensor:
+    """Batched random resized crop + horizontal flip on uint8 images, normalised float out.
+
+    One ``affine_grid`` + ``grid_sample`` (bilinear) for the whole batch: each sample gets its
+    own crop (area fraction ``~U(scale)``, aspect ratio log-uniform in ``ratio``, clamped to the
+    image) and a coin-flip mirror, so no per-image Python loop and no GPU is needed.
+
+    Shape: ``[B, 3, H, W]`` uint8 -> ``[B, 3, size, size]`` float32 (ImageNet-normalised).
+    """
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be [B, 3, H, W], got {tuple(images.shape)}")
+    B = images.shape[0]
+    u = torch.rand(B, 5, generator=generator)
+    area = scale[0] + (scale[1] - scale[0]) * u[:, 0]
+    log_r = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * u[:, 1]
+    r = torch.exp(log_r)
+    w = torch.sqrt(area * r).clamp(max=1.0)  # crop width as a fraction of the image width
+    h = torch.sqrt(area / r).clamp(max=1.0)
+    cx = (1 - w) * (2 * u[:, 2] - 1)  # crop centre in [-1, 1] coordinates
+    cy = (1 - h) * (2 * u[:, 3] - 1)
+    sign = torch.where(u[:, 4] < 0.5, -1.0, 1.0) if flip else torch.ones(B)
+    theta = torch.zeros(B, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 2] = w * sign, cx
+    theta[:, 1, 1], theta[:, 1, 2] = h, cy
+    grid = F.affine_grid(theta, [B, 3, size, size], align_corners=False)
+    x = F.grid_sample(images.float(), grid.to(images.device), mode="bilinear",
+                      padding_mode="border", align_corners=False)
+    return normalize(x.div_(255.0))
+
+
+def resize_center(images: torch.Tensor, size: int, crop_pct: float = 1.0) -> torch.Tensor:
+    """Eval preprocessing on uint8 tensors: centre crop ``crop_pct`` of each side, resize to
+    ``size`` (bilinear, antialiased), normalise. ``[B, 3, H, W]`` -> ``[B, 3, size, size]``."""
+    if not 0.0 < crop_pct <= 1.0:
+        raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct}")
+    H, W = images.shape[-2:]
+    if crop_pct < 1.0:
+        h, w = round(H * crop_pct), round(W * crop_pct)
+        top, left = (H - h) // 2, (W - w) // 2
+        images = images[..., top:top + h, left:left + w]
+    x = images.float()
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True,
+                          align_corners=False)
+    return normalize(x.div_(255.0))
+
+
+def batch_indices(n: int, batch_size: int, *, shuffle: bool, seed: int = 0, epoch: int = 0,
+                  rank: int = 0, world_size: int = 1, drop_last: bool = False,
+                  ) -> list[torch.Tensor]:
+    """The index batches of one epoch for one process, as a ``DistributedSampler`` orders them.
+
+    The permutation depends only on ``(seed, epoch)`` (so a resumed run can skip the batches it
+    already did); with ``world_size > 1`` each rank takes its share (shuffled: as
+    ``DistributedSampler(drop_last=True)``; unshuffled: every ``world_size``-th index).
+    """
+    from torch.utils.data import DistributedSampler
+
+    if shuffle:
+        sampler = DistributedSampler(range(n), num_replicas=world_size, rank=rank, shuffle=True,
+                                     seed=seed, drop_last=True)
+        sampler.set_epoch(epoch)
+        idx = torch.tensor(list(sampler), dtype=torch.long)
+    else:  # evaluation: a plain stride, no padding, so every image counts exactly once
+        idx = torch.arange(rank, n, world_size)
+    batches = list(idx.split(batch_size))
+    if drop_last and batches and len(batches[-1]) < batch_size:
+        batches.pop()
+    return batches
