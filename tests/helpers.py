@@ -27,5 +27,5 @@ def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
             t.copy_(torch.rand(t.shape, generator=g) + 0.5)
         else:
             fan_in = t[0].numel()
-            t.copy_(torch.randn(t.shape, generator=g) / fan_in**0.5)
+            t.copy_(torch.randn(t.shape, generator=g) * 0.8 / fan_in**0.5)
     return model
