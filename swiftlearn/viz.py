@@ -326,7 +326,8 @@ def plot_token_map(image, weights, grid: tuple[int, int] | None = None, *,
 def plot_query_attention(image, attn, queries, grid: tuple[int, int] | None = None, *,
                          head: int | None = None, alpha: float = 0.65,
                          interpolation: str = "nearest", gray: bool = True,
-                         titles: Sequence[str] | None = None) -> Figure:
+                         titles: Sequence[str] | None = None,
+                         panel_size: float = 3.6) -> Figure:
     """Where chosen query patches look: one row of an attention matrix per panel, on the photo.
 
     Args:
@@ -359,7 +360,9 @@ def plot_query_attention(image, attn, queries, grid: tuple[int, int] | None = No
         raise ValueError(f"got {len(titles)} titles for {len(queries)} queries")
     g = _grid_for(a.shape[0], grid)
     cells = [_token_rc(q, g) for q in queries]
-    fig = Figure(figsize=(3.9 * len(cells), 3.6), layout="constrained")
+    if panel_size <= 0:
+        raise ValueError(f"panel_size must be positive, got {panel_size}")
+    fig = Figure(figsize=(1.08 * panel_size * len(cells), panel_size), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(cells)))
     for i, (ax, (r, c)) in enumerate(zip(axes, cells)):
         row = a[r * g[1] + c].reshape(g)
@@ -373,7 +376,8 @@ def plot_query_attention(image, attn, queries, grid: tuple[int, int] | None = No
 def plot_mechanisms(images, maps, grid: tuple[int, int] | None = None, *,
                     highlight: Mapping[str, object] | None = None,
                     row_titles: Sequence[str] | None = None, alpha: float = 0.65,
-                    interpolation: str = "nearest", gray: bool = True) -> Figure:
+                    interpolation: str = "nearest", gray: bool = True,
+                    panel_size: float = 3.3) -> Figure:
     """Several token maps of one photo side by side, the photo first: one row per photo.
 
     Args:
@@ -382,6 +386,7 @@ def plot_mechanisms(images, maps, grid: tuple[int, int] | None = None, *,
             is ``[N]`` or ``[h_t, w_t]`` and gets its own colorbar (diverging when signed).
         highlight: ``{name: query}`` outlines a query patch on that map (for an MHSA row).
         row_titles: a title for each photo's first panel.
+        panel_size: height of a panel in inches (smaller panels make smaller PNGs).
     """
     single = isinstance(maps, Mapping)
     images = [images] if single else list(images)
@@ -400,7 +405,10 @@ def plot_mechanisms(images, maps, grid: tuple[int, int] | None = None, *,
     if unknown:
         raise ValueError(f"highlight names {sorted(unknown)} are not among the maps {names}")
     ncols = 1 + len(names)
-    fig = Figure(figsize=(3.6 * ncols, 3.3 * len(images)), layout="constrained")
+    if panel_size <= 0:
+        raise ValueError(f"panel_size must be positive, got {panel_size}")
+    fig = Figure(figsize=(1.1 * panel_size * ncols, panel_size * len(images)),
+                 layout="constrained")
     axes = np.array(fig.subplots(len(images), ncols)).reshape(len(images), ncols)
     for i, (image, row_maps) in enumerate(zip(images, maps)):
         img = to_image(image)
