@@ -34,7 +34,10 @@ on paper.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -505,6 +508,26 @@ def measure_model_flops(variant: str = "swiftformer_xs", H: int = 224, W: int | 
     return count_flops(model, x)
 
 
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """Silence file descriptor 2 (Kineto logs "profiler_start/stop" lines there from C++, which
+    Jupyter would show in the cell). Only wraps profiler start/stop, never user code."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real fd 2 (embedded interpreters): nothing to silence
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def peak_memory(fn: Callable, *args, **kwargs) -> int:
     """Peak bytes allocated by ``fn(*args, **kwargs)`` beyond what was live when it started.
 
@@ -518,10 +541,19 @@ def peak_memory(fn: Callable, *args, **kwargs) -> int:
 
     if not callable(fn):
         raise ValueError(f"peak_memory needs a callable, got {type(fn).__name__}")
-    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn(*args, **kwargs)
+    prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+    with _quiet_native_stderr():
+        prof.start()
+    try:
+        with torch.no_grad():
+            fn(*args, **kwargs)
+    finally:
+        with _quiet_native_stderr():
+            prof.stop()
+    with _quiet_native_stderr():
+        tree = prof.profiler.kineto_results.experimental_event_tree()
     events = []
-    stack = list(prof.profiler.kineto_results.experimental_event_tree())
+    stack = list(tree)
     while stack:
         event = stack.pop()
         stack.extend(event.children)
