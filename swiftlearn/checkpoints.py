@@ -225,10 +225,17 @@ def read_checkpoint(source, formulation: str | None = None) -> Checkpoint:
     Args:
         source: a path (``.pth``/``.pt``/``.bin``; ``.safetensors`` too), a state dict in any of
             :data:`FORMATS`, a dict wrapping one, or an ``nn.Module`` (timm, HF or swiftlearn).
+            A swiftlearn training checkpoint (``last.pt``) that kept an EMA yields the EMA
+            weights, like :func:`swiftlearn.train.load_trained`.
         formulation: override the attention formulation the format implies.
     """
     if isinstance(source, (str, os.PathLike)):
         source = _load_file(Path(source))
+    if isinstance(source, Mapping) and isinstance(source.get("config"), Mapping) \
+            and isinstance(source.get("ema"), Mapping) and "module" in source["ema"]:
+        # a swiftlearn training checkpoint with an EMA: evaluate the EMA weights, as
+        # swiftlearn.train.load_trained and export_weights do
+        source = {**source, "model": source["ema"]["module"], "weights": "ema"}
     sd, meta, is_swiftlearn = _unwrap(source)
     fmt = detect_format(sd)
     if is_swiftlearn and fmt == "official":
@@ -245,6 +252,16 @@ def read_checkpoint(source, formulation: str | None = None) -> Checkpoint:
         meta=meta)
 
 
+def _numpy_globals() -> list:
+    import numpy as np
+
+    try:
+        reconstruct = np._core.multiarray._reconstruct
+    except AttributeError:  # numpy < 2
+        reconstruct = np.core.multiarray._reconstruct
+    return [reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
 def _load_file(path: Path):
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
@@ -253,7 +270,9 @@ def _load_file(path: Path):
 
         return load_file(str(path))
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        # training checkpoints carry numpy RNG states: allow exactly the numpy array types
+        with torch.serialization.safe_globals(_numpy_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle.UnpicklingError and friends
         raise RuntimeError(
             f"{path} holds more than tensors and plain Python values, so it was not unpickled "
@@ -355,6 +374,8 @@ def load_checkpoint(source, model: str | nn.Module | None = None, num_classes: i
     fresh = _HEADS + ("norm.",) if not ckpt.num_classes else _HEADS if drop_head else ()
     _check_fit(target, sd, ckpt, fresh)
     target.load_state_dict(sd, strict=not fresh)
+    if ckpt.meta.get("classes") and not drop_head:
+        target.classes = list(ckpt.meta["classes"])  # class names from a swiftlearn checkpoint
     return target.eval()
 
 

@@ -182,6 +182,36 @@ def test_swiftlearn_training_checkpoint(tmp_path):
         torch.testing.assert_close(loaded(x), model(x))
 
 
+def test_swiftlearn_last_pt_with_rng_state_and_ema(tmp_path):
+    """What swiftlearn.train.fit saves: numpy RNG state, optimizer, EMA; the EMA is loaded."""
+    import numpy as np
+
+    model = create_model("xs", num_classes=10)
+    ema = randomize_(create_model("xs", num_classes=10), seed=11).eval()
+    path = tmp_path / "last.pt"
+    torch.save({"format": "swiftlearn-train-v1", "config": {"model": "swiftformer_xs"},
+                "classes": [f"c{i}" for i in range(10)], "model": model.state_dict(),
+                "ema": {"module": ema.state_dict(), "updates": 5},
+                "rng": {"numpy": np.random.get_state(), "torch": torch.get_rng_state()}}, path)
+    loaded = create_model("xs", checkpoint=path)
+    assert loaded.classes[3] == "c3"
+    x = _x(1)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), ema(x))
+
+
+def test_swiftlearn_fp16_asset(tmp_path):
+    model = randomize_(create_model("xs", num_classes=10), seed=12).eval()
+    path = tmp_path / "asset.pt"
+    torch.save({"model": {k: v.half() if v.is_floating_point() else v
+                          for k, v in model.state_dict().items()},
+                "config": {"model": "swiftformer_xs"}, "classes": list("abcdefghij")}, path)
+    loaded = load_checkpoint(path)
+    assert loaded.head.weight.dtype == torch.float32
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(_x(1)), model(_x(1)), atol=1e-2, rtol=1e-2)
+
+
 def test_safetensors_file(tmp_path):
     from safetensors.torch import save_file
 
