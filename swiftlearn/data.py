@@ -59,6 +59,7 @@ __all__ = [
     "normalize",
     "random_resized_crop_flip",
     "resize_center",
+    "synthetic_imagenette",
     "train_transform",
 ]
 
@@ -695,3 +696,41 @@ def batch_indices(n: int, batch_size: int, *, shuffle: bool, seed: int = 0, epoc
     if drop_last and batches and len(batches[-1]) < batch_size:
         batches.pop()
     return batches
+
+
+def synthetic_imagenette(path: str | os.PathLike, per_class: int = 2, size: int = 32, *,
+                         val_per_class: int | None = None, greyscale_every: int = 3,
+                         noisy_csv: bool = True, seed: int = 0) -> Path:
+    """Write a tiny fake Imagenette root (random JPEGs in the official layout) and return it.
+
+    For tests and offline demos: ``train/`` and ``val/`` with the ten wnid folders, every
+    ``greyscale_every``-th image greyscale (as in the real data), and a ``noisy_imagenette.csv``
+    whose ``noisy_labels_50`` column moves every other training image to the next class. Each
+    class gets its own mean colour, so a model can learn something from it.
+    """
+    root = Path(path)
+    rng = np.random.default_rng(seed)
+    wnids = [w for w, _ in IMAGENETTE_CLASSES]
+    rows = []
+    k = 0
+    for split, n in (("train", per_class), ("val", val_per_class or per_class)):
+        for c, wnid in enumerate(wnids):
+            (root / split / wnid).mkdir(parents=True, exist_ok=True)
+            base = np.array([(c * 37) % 256, (c * 91) % 256, (c * 53) % 256], np.float32)
+            for i in range(n):
+                pixels = np.clip(base + rng.normal(0, 40, (size, size, 3)), 0, 255)
+                image = Image.fromarray(pixels.astype(np.uint8))
+                if greyscale_every and k % greyscale_every == 0:
+                    image = image.convert("L")
+                name = f"{wnid}_{i}.JPEG"
+                image.save(root / split / wnid / name, quality=90)
+                noisy = wnids[(c + 1) % 10] if split == "train" and i % 2 else wnid
+                rows.append([f"{split}/{wnid}/{name}", wnid, wnid, wnid, wnid, noisy,
+                             str(split == "val")])
+                k += 1
+    if noisy_csv:
+        with open(root / NOISY_CSV, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["path"] + [f"noisy_labels_{p}" for p in NOISE_LEVELS] + ["is_valid"])
+            writer.writerows(rows)
+    return root

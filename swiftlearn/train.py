@@ -102,6 +102,11 @@ class TrainConfig:
     threads: int = 0  #: torch intra-op threads (0: torch's default)
     checkpoint_minutes: float = 10.0  #: also save mid-epoch this often
     checkpoint_every_steps: int = 0  #: also save every n steps (0: off; used by tests)
+    #: stop after this many minutes of run wall time (training + validation, summed over
+    #: resumes; 0: off). The cosine and the progressive resizing then follow the fraction of the
+    #: budget used, not the step count (``resize_schedule`` starts are then percentages of the
+    #: budget), and ``epochs`` is only an upper bound. Such runs resume, but not bit-exactly.
+    time_budget_min: float = 0.0
 
     def __post_init__(self):
         self.resize_schedule = [[int(e), int(s)] for e, s in self.resize_schedule]
@@ -121,16 +126,19 @@ class TrainConfig:
             (self.cache_size >= 32, "cache_size must be >= 32"),
             (0 < self.eval_crop_pct <= 1, "eval_crop_pct must be in (0, 1]"),
             (self.noise in (0, 1, 5, 25, 50), "noise must be 0, 1, 5, 25 or 50"),
+            (self.time_budget_min >= 0, "time_budget_min must be >= 0"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(f"TrainConfig: {message}")
 
-    def size_at(self, epoch: int) -> int:
-        """Training image size during (0-based) ``epoch``."""
+    def size_at(self, epoch: int, budget_used: float = 0.0) -> int:
+        """Training image size during (0-based) ``epoch`` (with a time budget: when
+        ``budget_used``, a fraction in [0, 1], of it is spent)."""
+        now = budget_used * 100 if self.time_budget_min else epoch
         size = self.img_size
         for start, s in self.resize_schedule:
-            if epoch >= start:
+            if now >= start:
                 size = s
         return size
 
@@ -281,8 +289,12 @@ def _lr_lambda(warmup_steps: int, total_steps: int, min_ratio: float) -> Callabl
         if step < warmup_steps:
             return (step + 1) / warmup_steps
         t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+        return _cosine(t, min_ratio)
     return f
+
+
+def _cosine(fraction: float, min_ratio: float) -> float:
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(fraction, 1.0)))
 
 
 def _batch_generator(seed: int, epoch: int, step: int, rank: int) -> torch.Generator:
@@ -496,7 +508,7 @@ def _fit(config, out, device, rank, world, is_main, resume, train_data, val_data
     dtype = _amp_dtype(config.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
-    start_epoch, start_step, global_step, elapsed = 0, 0, 0, 0.0
+    start_epoch, start_step, global_step, elapsed, cpu_time, finished = 0, 0, 0, 0.0, 0.0, False
     history: list[dict] = []
     acc = {"loss": 0.0, "correct": 0, "seen": 0, "data_time": 0.0, "step_time": 0.0}
     if ckpt is not None:
@@ -510,6 +522,7 @@ def _fit(config, out, device, rank, world, is_main, resume, train_data, val_data
         start_epoch, start_step = ckpt["epoch"], ckpt["step_in_epoch"]
         global_step, elapsed, history = ckpt["global_step"], ckpt["elapsed"], ckpt["history"]
         acc = ckpt["epoch_accumulators"]
+        cpu_time, finished = ckpt.get("cpu_time", 0.0), ckpt.get("finished", False)
 
     def log(message: str) -> None:
         if is_main:
@@ -531,9 +544,25 @@ def _fit(config, out, device, rank, world, is_main, resume, train_data, val_data
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(), "rng": rng, "epoch": epoch,
             "step_in_epoch": step_in_epoch, "global_step": global_step,
-            "elapsed": elapsed + (time.perf_counter() - t_session), "history": history,
-            "epoch_accumulators": dict(acc), "world_size": world,
+            "elapsed": wall(), "cpu_time": cpu(), "history": history,
+            "epoch_accumulators": dict(acc), "world_size": world, "finished": finished,
         }, out / "last.pt")
+
+    def wall() -> float:  # run wall time, summed over resumes
+        return elapsed + (time.perf_counter() - t_session)
+
+    def cpu() -> float:  # this process's CPU time, summed over resumes
+        return cpu_time + (time.process_time() - cpu_session)
+
+    budget = config.time_budget_min * 60
+
+    def budget_used() -> float:  # the same on every rank (rank 0's clock)
+        if not budget:
+            return 0.0
+        used = torch.tensor(wall() / budget, dtype=torch.float64)
+        if world > 1:
+            torch.distributed.broadcast(used, 0)
+        return float(used)
 
     if ckpt is not None:
         log(f"resumed {out / 'last.pt'} at epoch {start_epoch + 1} step {start_step} "
@@ -544,11 +573,15 @@ def _fit(config, out, device, rank, world, is_main, resume, train_data, val_data
             f"precision {dtype or torch.float32}, threads {torch.get_num_threads()}")
 
     # 4. the loop
-    t_session = time.perf_counter()
+    t_session, cpu_session = time.perf_counter(), time.process_time()
     last_save = time.perf_counter()
+    ran = False
     net.train()
     for epoch in range(start_epoch, config.epochs):
-        size = config.size_at(epoch)
+        if finished:
+            break
+        ran = True
+        size = config.size_at(epoch, budget_used())
         batches = batch_indices(len(train_data), config.batch_size, shuffle=True,
                                 seed=config.seed, epoch=epoch, rank=rank, world_size=world,
                                 drop_last=True)
@@ -560,6 +593,14 @@ def _fit(config, out, device, rank, world, is_main, resume, train_data, val_data
                         disable=not (progress and is_main), desc=f"epoch {epoch + 1} @{size}px")
         log_every = max(1, len(batches) // 100)
         for i in bar:
+            if budget:
+                used = budget_used()
+                if used >= 1.0:
+                    finished = True
+                    break
+                warm = min(1.0, (global_step + 1) / warmup)
+                for group in optimizer.param_groups:
+                    group["lr"] = config.lr * warm * _cosine(used, config.min_lr / config.lr)
             t0 = time.perf_counter()
             idx = batches[i]
             x = random_resized_crop_flip(train_data.images[idx], size, (config.scale_min, 1.0),
@@ -584,7 +625,8 @@ def _fit(config, out, device, rank, world, is_main, resume, train_data, val_data
                 nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad)
             scaler.step(optimizer)
             scaler.update()
-            scheduler.step()
+            if not budget:
+                scheduler.step()
             if ema is not None:
                 ema.update(model)
             global_step += 1
@@ -599,7 +641,7 @@ def _fit(config, out, device, rank, world, is_main, resume, train_data, val_data
                 if callback is not None:
                     callback({"event": "step", "epoch": epoch + (i + 1) / len(batches),
                               "step": global_step, "loss": loss_value,
-                              "lr": scheduler.get_last_lr()[0]})
+                              "lr": optimizer.param_groups[0]["lr"]})
             every = config.checkpoint_every_steps
             timed = time.perf_counter() - last_save > config.checkpoint_minutes * 60
             if world > 1:  # every rank must take part in the RNG gather: agree on "timed"
@@ -614,12 +656,14 @@ def _fit(config, out, device, rank, world, is_main, resume, train_data, val_data
 
         # 5. end of epoch: validate, record, checkpoint
         row = {"epoch": epoch + 1, "step": global_step, "img_size": size,
-               "lr": scheduler.get_last_lr()[0],
+               "lr": optimizer.param_groups[0]["lr"],
+               "epoch_steps": acc["seen"] // config.batch_size,
                "train_loss": acc["loss"] / max(1, acc["seen"]),
                "train_top1": acc["correct"] / max(1, acc["seen"]) * 100,
                "images_per_s": acc["seen"] * world / max(acc["step_time"], 1e-9),
                "data_share": acc["data_time"] / max(acc["step_time"], 1e-9)}
-        last = epoch + 1 == config.epochs
+        finished = finished or epoch + 1 == config.epochs
+        last = finished
         if val_data is not None and ((epoch + 1) % config.eval_every == 0 or last):
             eval_size = config.eval_size or size
             target = ema.module if ema is not None else model
@@ -632,7 +676,8 @@ def _fit(config, out, device, rank, world, is_main, resume, train_data, val_data
                         "eval_time_s": time.perf_counter() - t_eval})
         row["epoch_time_s"] = time.perf_counter() - t_epoch
         row["train_time_s"] = train_time
-        row["wall_time_s"] = elapsed + (time.perf_counter() - t_session)
+        row["wall_time_s"] = wall()
+        row["cpu_time_s"] = cpu()
         history.append(row)
         save(epoch + 1, 0)
         last_save = time.perf_counter()
@@ -647,7 +692,9 @@ def _fit(config, out, device, rank, world, is_main, resume, train_data, val_data
             if callback is not None:
                 callback({"event": "epoch", **row})
 
-    if is_main and (ckpt is None or start_epoch < config.epochs):
+    if not ran and is_main:
+        log(f"{out} has already finished; nothing to do")
+    if ran and is_main:
         export_weights(out / "last.pt", out / "final_fp16.pt")
     model.eval()
     return FitResult(model, ema.module if ema else None, history, out, classes)
@@ -880,6 +927,8 @@ _CLI_FIELDS = {  # option -> (TrainConfig field, type, help)
     "--seed": ("seed", int, "random seed"),
     "--threads": ("threads", int, "torch threads (0: default)"),
     "--checkpoint-minutes": ("checkpoint_minutes", float, "mid-epoch checkpoint interval"),
+    "--time-budget": ("time_budget_min", float,
+                      "minutes of wall time; schedule follows the budget (0: off)"),
 }
 
 
