@@ -1,0 +1,445 @@
+"""``swiftlearn bench``: CPU latency of SwiftFormer and its peers, measured in one process.
+
+Every model runs batch 1 at 224x224 (``--size``) in eval mode under ``torch.inference_mode``.
+For each thread count, every entry is warmed up, then the entries take turns for ``rounds``
+rounds of ``repeats`` timed calls each (the starting entry rotates), so slow drifts of a shared
+machine hit all of them alike. Reported: the median and the interquartile range of all timed
+calls, and the speed relative to timm's eager ``swiftformer_xs`` (``t_ref / t``, > 1 is faster).
+Absolute times on a shared machine move from run to run; the ratios are the result.
+
+Entries:
+
+* swiftlearn ``swiftformer_xs/s/l1/l3``: ``eager`` (the model as trained), ``fused``
+  (:func:`swiftlearn.fuse.fuse`), ``fused+compile`` (``torch.compile`` of the fused model, with
+  ``--compile``), ``onnxruntime`` (the eager model exported by ``swiftlearn.export.to_onnx``,
+  when the export extra is installed);
+* timm's ``swiftformer_*`` with the same weights, and ``mobilevitv2_050/075/100``,
+  ``efficientformer_l1`` with random weights (``pip install -e ".[dev]"`` for timm).
+
+``--suite train`` instead times training throughput with
+:func:`swiftlearn.train.benchmark_throughput`. Results go to ``<out>/<suite>.md`` and
+``<out>/<suite>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .model import VARIANTS, create_model
+
+__all__ = ["Entry", "add_cli", "machine_info", "run_latency", "run_train", "to_markdown", "write"]
+
+REFERENCE = "timm/swiftformer_xs/eager"
+PEERS = ("mobilevitv2_050", "mobilevitv2_075", "mobilevitv2_100", "efficientformer_l1")
+DEFAULT_MODELS = tuple(VARIANTS) + PEERS
+BACKENDS = ("eager", "fused", "fused+compile", "onnxruntime")
+PAPER_IPHONE14_MS = {"swiftformer_xs": 0.7, "swiftformer_s": 0.8, "swiftformer_l1": 1.1,
+                     "swiftformer_l3": 1.9}
+
+
+@dataclass
+class Entry:
+    """One timed thing: ``make_fn(threads)`` gives the callable that runs a batch.
+
+    ``source`` is the eager module it came from (its GMACs are reported), ``runs`` the module
+    that actually runs when there is one (its parameters are counted).
+    """
+
+    model: str
+    impl: str  # "swiftlearn" or "timm"
+    backend: str
+    source: nn.Module
+    make_fn: Callable[[int], Callable]  # threads -> callable(x)
+    runs: nn.Module | None = None
+    times: dict[int, list[float]] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.impl}/{self.model}/{self.backend}"
+
+
+# ---------------------------------------------------------------- machine and model facts
+
+
+def machine_info() -> dict:
+    """CPU model, cores, library versions and load: what a reader needs to weigh the numbers."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "logical_cpus": os.cpu_count(), "platform": platform.platform(),
+            "python": platform.python_version(), "torch": torch.__version__,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+    for name in ("timm", "onnxruntime"):
+        try:
+            info[name] = __import__(name).__version__
+        except ImportError:
+            info[name] = None
+    if hasattr(os, "getloadavg"):
+        info["load_average_start"] = round(os.getloadavg()[0], 2)
+    return info
+
+
+def _params_gmacs(model: nn.Module, size: int) -> tuple[float, float]:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        model(torch.randn(1, 3, size, size))
+    return params, counter.get_total_flops() / 2 / 1e9
+
+
+# ---------------------------------------------------------------- building the entries
+
+
+def _timm():
+    try:
+        import timm
+    except ImportError:
+        return None
+    return timm
+
+
+def _onnx_runner(model: nn.Module, size: int, workdir: Path, notes: list[str]):
+    """``threads -> callable`` on ONNX Runtime, or None with a note saying why not."""
+    try:
+        import onnxruntime as ort
+
+        from .export import to_onnx
+    except ImportError as e:
+        notes.append(f"ONNX Runtime column omitted: {e} (`pip install -e \".[export]\"`).")
+        return None
+    path = workdir / f"{getattr(model, '_bench_name', 'model')}.onnx"
+    try:
+        to_onnx(model, path, image_size=size, dynamic_batch=False)
+    except Exception as e:  # an exporter failure must not sink the whole benchmark
+        notes.append(f"ONNX export of {path.stem} failed ({type(e).__name__}: {e}); "
+                     "its ONNX Runtime row is omitted.")
+        return None
+
+    def make(threads: int):
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        return lambda x: session.run(None, {name: x.numpy()})
+
+    return make
+
+
+def _build_entries(models: Sequence[str], size: int, compile_: bool, onnx: bool,
+                   workdir: Path, notes: list[str]) -> list[Entry]:
+    from .checkpoints import to_timm
+    from .fuse import fuse
+
+    timm = _timm()
+    if timm is None:
+        notes.append("timm is not installed: no timm rows and no ratios (`pip install -e "
+                      "\".[dev]\"`).")
+    entries: list[Entry] = []
+    def entry(model, impl, backend, source, runs):
+        return Entry(model, impl, backend, source, lambda threads: runs, runs)
+
+    wanted = list(models)
+    if timm is not None and "swiftformer_xs" not in wanted:
+        wanted.insert(0, "swiftformer_xs")  # the reference row, timm's eager XS, always runs
+    for name in wanted:
+        torch.manual_seed(0)
+        if name in VARIANTS:
+            ours = create_model(name).eval()
+            ours._bench_name = name
+            if name in models:
+                entries.append(entry(name, "swiftlearn", "eager", ours, ours))
+                fused = fuse(ours)
+                entries.append(entry(name, "swiftlearn", "fused", ours, fused))
+                if compile_:
+                    compiled = torch.compile(fused)
+                    entries.append(entry(name, "swiftlearn", "fused+compile", ours, compiled))
+                if onnx and (make := _onnx_runner(ours, size, workdir, notes)):
+                    entries.append(Entry(name, "swiftlearn", "onnxruntime", ours, make))
+            if timm is not None:
+                theirs = timm.create_model(name).eval()
+                theirs.load_state_dict(to_timm(ours))  # same weights
+                entries.append(entry(name, "timm", "eager", theirs, theirs))
+        elif timm is not None:
+            peer = timm.create_model(name).eval()
+            entries.append(entry(name, "timm", "eager", peer, peer))
+    return entries
+
+
+# ---------------------------------------------------------------- timing
+
+
+def _time_calls(fn: Callable, x, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn(x)
+        out.append((time.perf_counter() - t0) * 1e3)
+    return out
+
+
+def _summary(times: list[float]) -> dict:
+    q1, med, q3 = statistics.quantiles(times, n=4, method="inclusive") if len(times) > 1 \
+        else (times[0],) * 3
+    return {"median_ms": round(med, 3), "q1_ms": round(q1, 3), "q3_ms": round(q3, 3),
+            "iqr_ms": round(q3 - q1, 3), "n": len(times)}
+
+
+def run_latency(models: Sequence[str] = DEFAULT_MODELS, threads: Sequence[int] = (1, 2), *,
+                rounds: int = 5, repeats: int = 10, warmup: int = 5, size: int = 224,
+                compile: bool = False, onnx: bool = True, progress: bool = False) -> dict:
+    """Time every entry, interleaved, and return the result dict that :func:`write` saves.
+
+    Args:
+        models: swiftlearn variants (each adds its eager, fused, ... and timm rows) and timm
+            peers by name.
+        threads: intra-op thread counts to measure, one after the other.
+        rounds, repeats, warmup: ``rounds`` interleaved rounds of ``repeats`` timed calls per
+            entry, after ``warmup`` untimed calls.
+        size: square input side.
+        compile: add ``torch.compile`` of the fused models (slow to compile: ~1 min each).
+        onnx: add ONNX Runtime rows when ``swiftlearn.export`` and onnxruntime are available.
+    """
+    unknown = [m for m in models if m not in VARIANTS and m not in PEERS]
+    if unknown:
+        raise ValueError(f"unknown model(s) {unknown}; choose from {list(DEFAULT_MODELS)}")
+    if min(rounds, repeats, *threads) < 1 or warmup < 0:
+        raise ValueError("rounds, repeats and threads must be >= 1, warmup >= 0")
+    if size < 32:
+        raise ValueError(f"size must be >= 32, got {size}")
+    notes: list[str] = []
+    info = machine_info()
+    saved_threads = torch.get_num_threads()
+    with tempfile.TemporaryDirectory() as tmp:
+        entries = _build_entries(models, size, compile, onnx, Path(tmp), notes)
+        facts = {id(e.source): _params_gmacs(e.source, size) for e in entries}
+        x = torch.randn(1, 3, size, size)
+        try:
+            for t in threads:
+                torch.set_num_threads(t)
+                fns = []
+                with torch.inference_mode():
+                    for e in entries:
+                        fn = e.make_fn(t)
+                        _time_calls(fn, x, max(warmup, 1))  # also compiles, on the first call
+                        fns.append(fn)
+                    samples: dict[str, list[float]] = {e.key: [] for e in entries}
+                    for r in range(rounds):
+                        order = entries[r % len(entries):] + entries[:r % len(entries)]
+                        for e in order:
+                            samples[e.key] += _time_calls(fns[entries.index(e)], x, repeats)
+                        if progress:
+                            print(f"  threads={t} round {r + 1}/{rounds}", flush=True)
+                for e in entries:
+                    e.times[t] = samples[e.key]
+        finally:
+            torch.set_num_threads(saved_threads)
+    if hasattr(os, "getloadavg"):
+        info["load_average_end"] = round(os.getloadavg()[0], 2)
+    return _result(entries, facts, threads, notes, info,
+                   dict(rounds=rounds, repeats=repeats, warmup=warmup, size=size, batch=1,
+                        compile=compile, models=list(models), threads=list(threads)))
+
+
+def _result(entries, facts, threads, notes, info, settings) -> dict:
+    rows = []
+    ref = next((e for e in entries if e.key == REFERENCE), None)
+    for e in entries:
+        params, gmacs = facts[id(e.source)]
+        if e.runs is not None:  # what runs (fused: one head, no norms)
+            params = sum(p.numel() for p in e.runs.parameters()) / 1e6
+        row = {"model": e.model, "impl": e.impl, "backend": e.backend,
+               "params_m": round(params, 3), "gmacs": round(gmacs, 3), "latency": {},
+               "speed_vs_reference": {}}
+        for t in threads:
+            row["latency"][str(t)] = _summary(e.times[t])
+            if ref is not None:
+                speed = statistics.median(ref.times[t]) / statistics.median(e.times[t])
+                row["speed_vs_reference"][str(t)] = round(speed, 3)
+        rows.append(row)
+    result = {"suite": "latency", "machine": info, "settings": settings,
+              "reference": REFERENCE if ref else None, "rows": rows,
+              "notes": list(dict.fromkeys(notes))}
+    result["goals"] = _goals(rows)
+    return result
+
+
+def _goals(rows: list[dict]) -> dict:
+    """The issue's goals for SwiftFormer-XS at 1 thread, reported (not asserted)."""
+    def speed(impl, backend):
+        for r in rows:
+            if (r["model"], r["impl"], r["backend"]) == ("swiftformer_xs", impl, backend):
+                return r["speed_vs_reference"].get("1")
+        return None
+
+    fused, eager = speed("swiftlearn", "fused"), speed("swiftlearn", "eager")
+    goals = {}
+    if fused is not None:
+        goals["fused_xs_vs_timm_xs_1thread"] = {"value": fused, "goal": ">= 1.3",
+                                                 "met": fused >= 1.3}
+    if eager is not None:
+        goals["eager_xs_vs_timm_xs_1thread"] = {"value": eager, "goal": "within 5% (0.95-1.05+)",
+                                                 "met": eager >= 0.95}
+    return goals
+
+
+# ---------------------------------------------------------------- output
+
+
+_LABELS = {"swiftformer_xs": "SwiftFormer-XS", "swiftformer_s": "SwiftFormer-S",
+           "swiftformer_l1": "SwiftFormer-L1", "swiftformer_l3": "SwiftFormer-L3"}
+
+
+def to_markdown(result: dict) -> str:
+    """The result as a markdown report: machine, settings, table, goals, notes."""
+    if result["suite"] == "train":
+        return _train_markdown(result)
+    m, s = result["machine"], result["settings"]
+    threads = [str(t) for t in s["threads"]]
+    lines = [
+        f"# swiftlearn bench: latency (batch {s['batch']}, {s['size']}x{s['size']}, CPU)", "",
+        f"{m['cpu']}, {m['logical_cpus']} logical CPUs ({m['cpu_capability']}); torch "
+        f"{m['torch']}, timm {m['timm']}, onnxruntime {m['onnxruntime']}; python {m['python']}; "
+        f"{m['date']}; load average {m.get('load_average_start')} -> "
+        f"{m.get('load_average_end')}.", "",
+        f"{s['rounds']} interleaved rounds x {s['repeats']} calls per entry after {s['warmup']} "
+        "warm-up calls; median latency in ms with the interquartile range; speed = "
+        "t(timm swiftformer_xs, eager) / t (higher is faster).", "",
+    ]
+    head = ["model", "implementation", "params (M)", "GMACs"]
+    for t in threads:
+        head += [f"{t} thr: ms [IQR]", f"{t} thr: speed"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in result["rows"]:
+        cells = [_LABELS.get(r["model"], r["model"]), f"{r['impl']} {r['backend']}",
+                 f"{r['params_m']:.2f}", f"{r['gmacs']:.2f}"]
+        for t in threads:
+            lat = r["latency"][t]
+            cells.append(f"{lat['median_ms']:.1f} [{lat['q1_ms']:.1f}-{lat['q3_ms']:.1f}]")
+            sp = r["speed_vs_reference"].get(t)
+            cells.append(f"{sp:.2f}x" if sp is not None else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    if result["goals"]:
+        lines += ["", "Goals (SwiftFormer-XS, 1 thread, vs timm's eager swiftformer_xs):"]
+        for name, g in result["goals"].items():
+            lines.append(f"- {name}: {g['value']:.2f}x (goal {g['goal']}): "
+                         f"{'met' if g['met'] else 'NOT met'}")
+    lines += ["", "Notes:",
+              "- GMACs = FlopCounterMode FLOPs / 2 (matmuls and convolutions only).",
+              "- fused = swiftlearn.fuse.fuse(model): BatchNorms, layer scales and the two heads "
+              "folded, 1x1 convolutions as matmuls in channels-last; same outputs to ~1e-6.",
+              "- The paper's latencies (iPhone 14 Neural Engine, Core ML: XS/S/L1/L3 "
+              "0.7/0.8/1.1/1.9 ms) are another device and runtime and are not comparable."]
+    lines += [f"- {n}" for n in result["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def _train_markdown(result: dict) -> str:
+    m, r = result["machine"], result["result"]
+    lines = [f"# swiftlearn bench: training throughput ({result['settings']['model']})", "",
+             f"{m['cpu']}, {m['logical_cpus']} logical CPUs; torch {m['torch']}; {m['date']}.",
+             "", "| loop | images/s | data share |", "|---|---|---|"]
+    for name in ("plain", "trainer"):
+        if name in r:
+            lines.append(f"| {name} | {r[name]['images_per_s']:.1f} | "
+                         f"{r[name]['data_share']:.0%} |")
+    extra = {k: v for k, v in r.items() if k not in ("plain", "trainer")}
+    lines += ["", "Settings: " + ", ".join(f"{k}={v}" for k, v in extra.items())]
+    return "\n".join(lines) + "\n"
+
+
+def write(result: dict, out: str | os.PathLike) -> tuple[Path, Path]:
+    """Write ``<out>/<suite>.md`` and ``<out>/<suite>.json``; returns both paths."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    md, js = out / f"{result['suite']}.md", out / f"{result['suite']}.json"
+    md.write_text(to_markdown(result))
+    js.write_text(json.dumps(result, indent=2) + "\n")
+    return md, js
+
+
+def run_train(model: str = "swiftformer_xs", quick: bool = False, **kwargs) -> dict:
+    """Training throughput via :func:`swiftlearn.train.benchmark_throughput`."""
+    try:
+        from .train import benchmark_throughput
+    except ImportError as e:
+        raise RuntimeError("the train suite needs swiftlearn.train.benchmark_throughput "
+                           f"({e})") from e
+    if quick:
+        kwargs = {"steps": 2, "warmup": 1, "rounds": 1, "batch_size": 8, **kwargs}
+    result = benchmark_throughput(model=model, **kwargs)
+    return {"suite": "train", "machine": machine_info(),
+            "settings": {"model": model, **kwargs}, "result": result}
+
+
+# ---------------------------------------------------------------- command line
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _names(text: str) -> list[str]:
+    """``xs,s,mobilevitv2_050`` -> ``swiftformer_xs, swiftformer_s, mobilevitv2_050``."""
+    return [m if m in PEERS or m.startswith("swiftformer_") else f"swiftformer_{m}"
+            for m in _csv(text.lower())]
+
+
+def _cmd(args: argparse.Namespace) -> int:
+    if args.suite == "train":
+        model = _names(args.models)[0] if args.models else "swiftformer_xs"
+        result = run_train(model, quick=args.quick)
+    else:
+        models = _names(args.models) if args.models else (
+            ["swiftformer_xs"] if args.quick else list(DEFAULT_MODELS))
+        threads = [int(t) for t in _csv(args.threads)] if args.threads else (
+            [1] if args.quick else [1, 2])
+        repeats = args.repeats or (3 if args.quick else 10)
+        rounds = args.rounds or (2 if args.quick else 5)
+        result = run_latency(models, threads, rounds=rounds, repeats=repeats,
+                             warmup=2 if args.quick else 5, size=args.size,
+                             compile=args.compile, onnx=not args.no_onnx, progress=True)
+    md, js = write(result, args.out)
+    print(to_markdown(result))
+    print(f"wrote {md} and {js}")
+    return 0
+
+
+def add_cli(subparsers) -> None:
+    """Register ``swiftlearn bench``."""
+    p = subparsers.add_parser("bench", help="CPU latency of SwiftFormer vs its peers "
+                              "(markdown + JSON)", description=__doc__.split("\n\n")[0])
+    p.add_argument("--suite", choices=("latency", "train"), default="latency")
+    p.add_argument("--models", help="comma-separated: swiftformer_xs,s,l1,l3 and timm peers "
+                   f"({', '.join(PEERS)}); default all")
+    p.add_argument("--threads", help="comma-separated thread counts (default 1,2)")
+    p.add_argument("--repeats", type=int, help="timed calls per entry per round (default 10)")
+    p.add_argument("--rounds", type=int, help="interleaved rounds (default 5)")
+    p.add_argument("--size", type=int, default=224, help="input side in pixels (default 224)")
+    p.add_argument("--compile", action="store_true", help="add torch.compile of the fused models")
+    p.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime rows")
+    p.add_argument("--quick", action="store_true",
+                   help="XS only, 1 thread, few repeats: checks the machinery in ~1 minute")
+    p.add_argument("--out", default="assets/bench", help="output folder (default assets/bench)")
+    p.set_defaults(func=_cmd)

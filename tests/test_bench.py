@@ -1,0 +1,113 @@
+"""swiftlearn.bench: the machinery on a tiny run (structure only, never speed)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from swiftlearn import bench
+from swiftlearn.cli import build_parser
+
+TINY = dict(threads=(1,), rounds=2, repeats=1, warmup=1, size=64)
+
+
+@pytest.fixture(scope="module")
+def tiny_result():
+    pytest.importorskip("timm", reason="timm is in the dev extra")
+    return bench.run_latency(["swiftformer_xs"], onnx=False, **TINY)
+
+
+def test_rows_and_reference(tiny_result):
+    r = tiny_result
+    assert r["suite"] == "latency" and r["reference"] == bench.REFERENCE
+    keys = [(row["impl"], row["model"], row["backend"]) for row in r["rows"]]
+    assert keys == [("swiftlearn", "swiftformer_xs", "eager"),
+                    ("swiftlearn", "swiftformer_xs", "fused"),
+                    ("timm", "swiftformer_xs", "eager")]
+    for row in r["rows"]:
+        lat = row["latency"]["1"]
+        assert lat["n"] == 2 and lat["q1_ms"] <= lat["median_ms"] <= lat["q3_ms"]
+        assert row["speed_vs_reference"]["1"] > 0
+        assert row["gmacs"] > 0
+    timm_row = r["rows"][-1]
+    assert timm_row["speed_vs_reference"]["1"] == 1.0
+    assert r["rows"][0]["params_m"] == pytest.approx(3.475, abs=1e-3)
+    assert r["rows"][1]["params_m"] < r["rows"][0]["params_m"]  # fused: one head, no norms
+    assert set(r["goals"]) == {"fused_xs_vs_timm_xs_1thread", "eager_xs_vs_timm_xs_1thread"}
+    for key in ("cpu", "logical_cpus", "torch", "date"):
+        assert r["machine"][key]
+
+
+def test_markdown_and_json(tiny_result, tmp_path):
+    md_path, json_path = bench.write(tiny_result, tmp_path)
+    md = md_path.read_text()
+    assert "| model | implementation | params (M) | GMACs | 1 thr: ms [IQR] | 1 thr: speed |" in md
+    assert md.count("| SwiftFormer-XS |") == 3
+    assert "Goals" in md and tiny_result["machine"]["cpu"] in md
+    assert json.loads(json_path.read_text()) == json.loads(json.dumps(tiny_result))
+
+
+def test_without_timm_there_is_no_reference(monkeypatch):
+    monkeypatch.setattr(bench, "_timm", lambda: None)
+    r = bench.run_latency(["swiftformer_xs"], onnx=False, **TINY)
+    assert r["reference"] is None and len(r["rows"]) == 2
+    assert all(not row["speed_vs_reference"] for row in r["rows"])
+    assert any("timm is not installed" in n for n in r["notes"])
+    assert "| - |" in bench.to_markdown(r)
+
+
+def test_missing_onnxruntime_omits_the_column_with_a_note(monkeypatch):
+    monkeypatch.setattr(bench, "_timm", lambda: None)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import raises ImportError
+    r = bench.run_latency(["swiftformer_xs"], onnx=True, **TINY)
+    assert all(row["backend"] != "onnxruntime" for row in r["rows"])
+    assert any("ONNX Runtime column omitted" in n for n in r["notes"])
+
+
+@pytest.mark.slow
+@pytest.mark.export
+def test_onnxruntime_rows():
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    r = bench.run_latency(["swiftformer_xs"], onnx=True, **TINY)
+    assert [row["backend"] for row in r["rows"] if row["impl"] == "swiftlearn"] == \
+        ["eager", "fused", "onnxruntime"]
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="unknown model"):
+        bench.run_latency(["resnet50"], **TINY)
+    with pytest.raises(ValueError, match="must be >= 1"):
+        bench.run_latency(["swiftformer_xs"], threads=(1,), rounds=0)
+    with pytest.raises(ValueError, match="size"):
+        bench.run_latency(["swiftformer_xs"], threads=(1,), size=16)
+
+
+def test_cli_is_registered_and_runs(monkeypatch, tmp_path):
+    monkeypatch.setattr(bench, "_timm", lambda: None)
+    args = build_parser().parse_args(["bench", "--models", "xs", "--threads", "1", "--repeats",
+                                      "1", "--rounds", "1", "--size", "64", "--no-onnx",
+                                      "--out", str(tmp_path)])
+    assert args.func(args) == 0
+    assert (tmp_path / "latency.md").is_file() and (tmp_path / "latency.json").is_file()
+
+
+def test_train_suite_calls_benchmark_throughput(monkeypatch, tmp_path):
+    import swiftlearn.train as train
+
+    calls = {}
+
+    def fake(model, **kwargs):
+        calls.update(model=model, **kwargs)
+        return {"plain": {"images_per_s": 10.0, "data_share": 0.1},
+                "trainer": {"images_per_s": 9.0, "data_share": 0.2}, "ratio": 0.9}
+
+    monkeypatch.setattr(train, "benchmark_throughput", fake)
+    args = build_parser().parse_args(["bench", "--suite", "train", "--quick", "--models", "s",
+                                      "--out", str(tmp_path)])
+    assert args.func(args) == 0
+    assert calls["model"] == "swiftformer_s" and calls["steps"] == 2
+    md = (tmp_path / "train.md").read_text()
+    assert "| plain | 10.0 | 10% |" in md and "ratio=0.9" in md
