@@ -192,6 +192,8 @@ def test_plot_query_attention(image):
         viz.plot_query_attention(image, torch.rand(16, 15), [0])
     with pytest.raises(ValueError, match="empty"):
         viz.plot_query_attention(image, attn, [])
+    with pytest.raises(ValueError, match="panel_size"):
+        viz.plot_query_attention(image, attn, [0], panel_size=-1)
 
 
 def test_plot_mechanisms(image):
@@ -210,6 +212,17 @@ def test_plot_mechanisms(image):
         viz.plot_mechanisms([image, image], [maps])
     with pytest.raises(ValueError, match="not among"):
         viz.plot_mechanisms(image, maps, highlight={"nope": 0})
+    with pytest.raises(ValueError, match="panel_size"):
+        viz.plot_mechanisms(image, maps, panel_size=0)
+
+
+def test_plot_mechanisms_takes_maps_of_different_grids(image):
+    """A SwiftFormer's stages: one [h_s, w_s] map each, all drawn over the same photo."""
+    stages = {f"stage {i}": torch.randn(s, s) for i, s in enumerate((16, 8, 4, 2), start=1)}
+    fig = viz.plot_mechanisms(image, stages, panel_size=2.0)
+    assert _n_image_axes(fig) == 5
+    overlays = [ax.images[-1].get_array().shape for ax in fig.axes if len(ax.images) == 2]
+    assert overlays == [(16, 16), (8, 8), (4, 4), (2, 2)]
 
 
 def test_image_grid(image):
