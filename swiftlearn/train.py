@@ -99,7 +99,10 @@ class TrainConfig:
     teacher: str | None = None  #: checkpoint for hard distillation (None: off)
     teacher_model: str = "swiftformer_xs"  #: the teacher's architecture
     seed: int = 0
-    threads: int = 0  #: torch intra-op threads (0: torch's default)
+    #: torch intra-op threads (0: torch's default; -1: pick 1 or the default per epoch by
+    #: timing a few steps of each: on a shared, oversubscribed CPU one thread can be several
+    #: times faster than two, whose every parallel op waits for both to be scheduled)
+    threads: int = 0
     checkpoint_minutes: float = 10.0  #: also save mid-epoch this often
     checkpoint_every_steps: int = 0  #: also save every n steps (0: off; used by tests)
     #: stop after this many minutes of run wall time (training + validation, summed over
@@ -434,7 +437,8 @@ def fit(config: TrainConfig, *, resume: bool | str | os.PathLike = False,
         device: default CUDA when available, else CPU.
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if config.threads:
+    max_threads = torch.get_num_threads()
+    if config.threads > 0:
         torch.set_num_threads(config.threads)
     started_dist = _maybe_init_distributed(device)
     rank, world = _dist_info()
@@ -444,12 +448,14 @@ def fit(config: TrainConfig, *, resume: bool | str | os.PathLike = False,
         return _fit(config, out, device, rank, world, is_main, resume, train_data, val_data,
                     teacher, callback, progress)
     finally:
+        torch.set_num_threads(max_threads)
         if started_dist:
             torch.distributed.destroy_process_group()
 
 
 def _fit(config, out, device, rank, world, is_main, resume, train_data, val_data, teacher,
          callback, progress) -> FitResult:
+    max_threads = torch.get_num_threads()
     # 1. resume point (read before anything is written)
     ckpt = None
     if resume:
@@ -592,7 +598,15 @@ def _fit(config, out, device, rank, world, is_main, resume, train_data, val_data
         bar = _progress(range(first, len(batches)), total=len(batches), initial=first,
                         disable=not (progress and is_main), desc=f"epoch {epoch + 1} @{size}px")
         log_every = max(1, len(batches) // 100)
+        # threads=-1: steps first+1..+3 on one thread, +4..+6 on all, then keep the faster
+        probe = {first + k: (1 if k <= 3 else max_threads) for k in range(1, 7)} \
+            if config.threads == -1 and max_threads > 1 and len(batches) - first > 12 else {}
+        probe_time = {1: 0.0, max_threads: 0.0}
         for i in bar:
+            if i in probe:
+                torch.set_num_threads(probe[i])
+            elif probe and i == first + 7:
+                torch.set_num_threads(min(probe_time, key=probe_time.get))
             if budget:
                 used = budget_used()
                 if used >= 1.0:
@@ -636,6 +650,8 @@ def _fit(config, out, device, rank, world, is_main, resume, train_data, val_data
             acc["seen"] += len(y)
             acc["data_time"] += t1 - t0
             acc["step_time"] += time.perf_counter() - t0
+            if i in probe:
+                probe_time[probe[i]] += time.perf_counter() - t0
             if is_main and (i + 1) % log_every == 0:
                 bar.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
                 if callback is not None:
@@ -661,7 +677,8 @@ def _fit(config, out, device, rank, world, is_main, resume, train_data, val_data
                "train_loss": acc["loss"] / max(1, acc["seen"]),
                "train_top1": acc["correct"] / max(1, acc["seen"]) * 100,
                "images_per_s": acc["seen"] * world / max(acc["step_time"], 1e-9),
-               "data_share": acc["data_time"] / max(acc["step_time"], 1e-9)}
+               "data_share": acc["data_time"] / max(acc["step_time"], 1e-9),
+               "threads": torch.get_num_threads()}
         finished = finished or epoch + 1 == config.epochs
         last = finished
         if val_data is not None and ((epoch + 1) % config.eval_every == 0 or last):
@@ -687,7 +704,8 @@ def _fit(config, out, device, rank, world, is_main, resume, train_data, val_data
                    if "val_top1" in row else "")
             log(f"epoch {epoch + 1}/{config.epochs} @{size}px loss {row['train_loss']:.3f} "
                 f"train top1 {row['train_top1']:.1f}{val} | {row['images_per_s']:.0f} img/s, "
-                f"data {row['data_share'] * 100:.1f}%, epoch {row['epoch_time_s']:.0f} s, "
+                f"data {row['data_share'] * 100:.1f}%, {row['threads']} thr, "
+                f"epoch {row['epoch_time_s']:.0f} s, "
                 f"wall {row['wall_time_s'] / 60:.1f} min")
             if callback is not None:
                 callback({"event": "epoch", **row})
@@ -925,7 +943,7 @@ _CLI_FIELDS = {  # option -> (TrainConfig field, type, help)
     "--teacher": ("teacher", str, "teacher checkpoint for hard distillation"),
     "--teacher-model": ("teacher_model", str, "teacher architecture"),
     "--seed": ("seed", int, "random seed"),
-    "--threads": ("threads", int, "torch threads (0: default)"),
+    "--threads": ("threads", int, "torch threads (0: default, -1: 1 or all, timed per epoch)"),
     "--checkpoint-minutes": ("checkpoint_minutes", float, "mid-epoch checkpoint interval"),
     "--time-budget": ("time_budget_min", float,
                       "minutes of wall time; schedule follows the budget (0: off)"),

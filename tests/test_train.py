@@ -1,0 +1,312 @@
+"""swiftlearn.train: config, fit, exact resume, evaluation, export, CLI, DDP, throughput."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from swiftlearn import train as T
+from swiftlearn.data import CachedImages, synthetic_imagenette
+
+
+def tiny_data(n: int = 40, classes: int = 4, size: int = 40, seed: int = 0) -> CachedImages:
+    """Random uint8 images whose mean colour depends on the class (learnable, a little)."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % classes
+    images = torch.randint(0, 128, (n, 3, size, size), generator=g)
+    images[:, 0] += (labels * 127 // max(1, classes - 1))[:, None, None]
+    return CachedImages(images.to(torch.uint8), labels, [f"class{i}" for i in range(classes)])
+
+
+def tiny_config(out, **kwargs) -> T.TrainConfig:
+    base = dict(out=str(out), epochs=2, batch_size=8, img_size=32, warmup_epochs=0.5,
+                ema_decay=0.9, threads=1)
+    return T.TrainConfig(**{**base, **kwargs})
+
+
+def _equal_state(a: nn.Module, b: nn.Module) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+
+
+# --- config ---------------------------------------------------------------------------------------
+
+def test_config_validation_sizes_and_round_trip():
+    c = T.TrainConfig(img_size=160, resize_schedule=[(0, 112), (10, 128)])
+    assert [c.size_at(e) for e in (0, 9, 10, 30)] == [112, 112, 128, 128]
+    assert T.TrainConfig(img_size=160).size_at(5) == 160
+    budget = T.TrainConfig(time_budget_min=10, resize_schedule=[[0, 96], [50, 128]])
+    assert budget.size_at(99, 0.49) == 96 and budget.size_at(0, 0.5) == 128
+    assert T.TrainConfig.from_dict(json.loads(json.dumps(
+        dataclass_dict := T.asdict(c)))) == c and dataclass_dict["resize_schedule"] == [[0, 112],
+                                                                                         [10, 128]]
+    for bad in (dict(epochs=0), dict(batch_size=1), dict(amp="fp8"), dict(noise=3),
+                dict(img_size=16), dict(resize_schedule=[[5, 64], [0, 96]]), dict(ema_decay=1)):
+        with pytest.raises(ValueError, match="TrainConfig"):
+            T.TrainConfig(**bad)
+    with pytest.raises(ValueError, match="unknown TrainConfig fields"):
+        T.TrainConfig.from_dict({"epochs": 1, "learning_rate": 1})
+
+
+def test_lr_schedule_warmup_then_cosine():
+    f = T._lr_lambda(warmup_steps=4, total_steps=20, min_ratio=0.01)
+    values = [f(s) for s in range(21)]
+    assert values[:4] == [0.25, 0.5, 0.75, 1.0] and values[4] == 1.0
+    assert all(a >= b for a, b in zip(values[4:], values[5:]))
+    assert values[20] == pytest.approx(0.01)
+
+
+# --- losses and evaluation ------------------------------------------------------------------------
+
+def test_loss_on_both_heads_and_hard_distillation():
+    y = torch.tensor([0, 1, 2])
+    head, dist = torch.randn(3, 4), torch.randn(3, 4)
+    ce = nn.functional.cross_entropy
+    assert T._loss((head, dist), y, 0.0) == pytest.approx(float(0.5 * (ce(head, y)
+                                                                       + ce(dist, y))))
+    teacher = torch.tensor([3, 3, 3])
+    assert T._loss((head, dist), y, 0.1, teacher) == pytest.approx(float(
+        0.5 * (ce(head, y, label_smoothing=0.1) + ce(dist, teacher, label_smoothing=0.1))))
+    assert T._loss(head, y, 0.0) == pytest.approx(float(ce(head, y)))
+
+
+class _Oracle(nn.Module):
+    """Predicts the class written in pixel [0, 0, 0], except that class 2 is called class 1."""
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        label = x[:, 0, 0, 0].round().long()
+        label = torch.where(label == 2, 1, label)
+        return nn.functional.one_hot(label, 4).float() * 10 + torch.arange(4) * 0.1
+
+
+def test_evaluate_top1_top5_per_class_confusion():
+    y = torch.tensor([0, 1, 2, 3, 2, 0])
+    x = y.float()[:, None, None, None].expand(-1, 3, 4, 4)
+    m = T.evaluate(_Oracle(), [(x[:3], y[:3]), (x[3:], y[3:])], channels_last=False, amp="off",
+                   classes=list("abcd"))
+    assert m["n"] == 6 and m["top1"] == pytest.approx(4 / 6 * 100)
+    assert m["top5"] == 100.0
+    assert m["per_class"] == [100.0, 100.0, 0.0, 100.0]
+    assert m["confusion"][2] == [0, 2, 0, 0] and m["classes"] == list("abcd")
+    with pytest.raises(ValueError, match="no data"):
+        T.evaluate(_Oracle(), [], amp="off")
+
+
+def test_evaluate_cached_images():
+    model = T.create_model("swiftformer_xs", num_classes=4).eval()
+    m = T.evaluate(model, tiny_data(12), 32, batch_size=5)
+    assert m["n"] == 12 and len(m["confusion"]) == 4 and m["classes"][0] == "class0"
+    assert 0 <= m["top1"] <= m["top5"] <= 100
+
+
+# --- fit, history, callback, export ------------------------------------------------------
+
+def test_fit_writes_history_checkpoint_and_weights(tmp_path):
+    events = []
+    cfg = tiny_config(tmp_path / "run", resize_schedule=[[0, 32], [1, 40]])
+    data = tiny_data()
+    result = T.fit(cfg, train_data=data, val_data=data, callback=events.append, progress=False)
+    assert [e["epoch"] for e in events if e["event"] == "epoch"] == [1, 2]
+    assert any(e["event"] == "step" and "loss" in e for e in events)
+    assert [h["img_size"] for h in result.history] == [32, 40]
+    run = tmp_path / "run"
+    assert json.loads((run / "history.json").read_text()) == result.history
+    with open(run / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [1, 2] and "val_top1" in rows[0]
+    assert json.loads((run / "config.json").read_text())["img_size"] == 32
+    assert "epoch 2/2" in (run / "train.log").read_text()
+    ckpt = torch.load(run / "last.pt", weights_only=False)
+    assert {"model", "ema", "optimizer", "scheduler", "scaler", "rng", "epoch", "step_in_epoch",
+            "config", "classes"} <= set(ckpt)
+    assert ckpt["epoch"] == 2 and ckpt["finished"]
+    assert not [p for p in run.iterdir() if p.name.startswith(".")]  # no temporary files
+    # the exported weights: fp16 EMA, plain dict, loadable by load_trained and create_model
+    weights = torch.load(run / "final_fp16.pt", weights_only=True)
+    assert weights["source"] == "ema" and weights["classes"] == data.classes
+    assert weights["model"]["head.weight"].dtype == torch.float16
+    loaded = T.load_trained(run / "final_fp16.pt")
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(loaded(x), result.ema(x), atol=2e-2, rtol=2e-2)
+    assert loaded.classes == data.classes
+    from swiftlearn.model import create_model
+
+    other = create_model("swiftformer_xs", num_classes=4, checkpoint=run / "final_fp16.pt")
+    torch.testing.assert_close(other(x), loaded(x), atol=1e-5, rtol=1e-5)
+    # a finished run resumed does nothing
+    again = T.fit(cfg, train_data=data, val_data=data, resume=True, progress=False)
+    assert again.history == result.history
+
+
+def test_fit_without_ema_and_with_a_teacher(tmp_path):
+    teacher = T.create_model("swiftformer_xs", num_classes=4).eval()
+    data = tiny_data(24)
+    result = T.fit(tiny_config(tmp_path, epochs=1, ema_decay=0.0, amp="off",
+                               channels_last=False, label_smoothing=0.0),
+                   train_data=data, val_data=data, teacher=teacher, progress=False)
+    assert result.ema is None and result.history[0]["eval_model"] == "model"
+    assert torch.load(tmp_path / "final_fp16.pt", weights_only=True)["source"] == "model"
+
+
+def test_resume_after_a_kill_mid_epoch_is_exact(tmp_path):
+    data = tiny_data()
+    cfg = dict(checkpoint_every_steps=3, drop_path=0.1)  # drop path: the global RNG matters
+    uninterrupted = T.fit(tiny_config(tmp_path / "a", **cfg), train_data=data, val_data=data,
+                          progress=False)
+
+    class Killed(Exception):
+        pass
+
+    def kill(event):
+        if event["event"] == "step" and event["step"] == 7:  # epoch 2, after the step-6 save
+            raise Killed
+
+    with pytest.raises(Killed):
+        T.fit(tiny_config(tmp_path / "b", **cfg), train_data=data, val_data=data, callback=kill,
+              progress=False)
+    ckpt = torch.load(tmp_path / "b" / "last.pt", weights_only=False)
+    assert (ckpt["epoch"], ckpt["step_in_epoch"], ckpt["global_step"]) == (1, 1, 6)
+    resumed = T.fit(tiny_config(tmp_path / "b", **cfg), train_data=data, val_data=data,
+                    resume=True, progress=False)
+    _equal_state(uninterrupted.model, resumed.model)
+    _equal_state(uninterrupted.ema, resumed.ema)
+    keep = ("epoch", "step", "train_loss", "train_top1", "val_top1", "val_loss", "lr")
+    assert [{k: h[k] for k in keep} for h in resumed.history] == \
+        [{k: h[k] for k in keep} for h in uninterrupted.history]
+
+
+def test_resume_with_a_different_config_is_refused(tmp_path):
+    data = tiny_data(16)
+    T.fit(tiny_config(tmp_path, epochs=1), train_data=data, progress=False)
+    with pytest.raises(ValueError, match=r"different config \(lr: checkpoint 0.002 != now 0.1"):
+        T.fit(tiny_config(tmp_path, epochs=1, lr=0.1), train_data=data, resume=True,
+              progress=False)
+    # where things live and how often to save may change
+    T.fit(tiny_config(tmp_path, epochs=1, threads=2, checkpoint_minutes=1), train_data=data,
+          resume=True, progress=False)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        T.fit(tiny_config(tmp_path), train_data=data, resume=tmp_path / "nope.pt",
+              progress=False)
+
+
+def test_time_budget_stops_and_resume_does_nothing(tmp_path):
+    data = tiny_data(16)
+    cfg = tiny_config(tmp_path, epochs=1000, time_budget_min=0.02, eval_every=1000)
+    result = T.fit(cfg, train_data=data, val_data=data, progress=False)
+    assert 1 <= len(result.history) < 1000 and "val_top1" in result.history[-1]
+    assert result.history[-1]["lr"] <= cfg.lr
+    assert torch.load(tmp_path / "last.pt", weights_only=False)["finished"]
+    assert T.fit(cfg, train_data=data, resume=True, progress=False).history == result.history
+
+
+def test_auto_threads_picks_one_or_all(tmp_path):
+    data = tiny_data(28, size=36)
+    result = T.fit(tiny_config(tmp_path, epochs=1, batch_size=2, threads=-1, ema_decay=0.0),
+                   train_data=data, progress=False)
+    assert result.history[0]["threads"] in (1, torch.get_num_threads())
+
+
+def test_too_few_images_for_a_batch(tmp_path):
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        T.fit(tiny_config(tmp_path, batch_size=64), train_data=tiny_data(8), progress=False)
+
+
+# --- CLI, throughput, DDP ----------------------------------------------------------------
+
+def test_cli_train_resume_and_evaluate(tmp_path, capsys):
+    from swiftlearn.cli import build_parser
+
+    root = synthetic_imagenette(tmp_path / "root", per_class=2, size=40)
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    common = ["--data", str(root), "--cache-dir", str(cache), "--cache-size", "40", "--quiet"]
+    assert T.main(["train", *common, "--epochs", "1", "--batch-size", "10", "--img-size", "32",
+                   "--out", str(out), "--threads", "1", "--progressive", "0:32"]) == 0
+    assert "final val top1" in capsys.readouterr().out
+    assert T.main(["train", "--resume", str(out), "--epochs", "3"]) == 1
+    assert "epochs: checkpoint 1 != now 3" in capsys.readouterr().err
+    assert T.main(["evaluate", "--checkpoint", str(out / "final_fp16.pt"), "--quiet",
+                   "--json", str(tmp_path / "m.json")]) == 0
+    printed = capsys.readouterr().out
+    assert "top-1" in printed and "parachute" in printed
+    assert json.loads((tmp_path / "m.json").read_text())["n"] == 20
+    parser = build_parser()
+    args = parser.parse_args(["train", "--epochs", "2", "--progressive", "0:96,5:128"])
+    assert args.epochs == 2 and args.resize_schedule == [[0, 96], [5, 128]]
+    assert parser.parse_args(["evaluate", "--checkpoint", "x.pt"]).func is T._cmd_evaluate
+    with pytest.raises(ValueError, match="EPOCH:SIZE"):
+        T._parse_schedule("112,128")
+
+
+def test_benchmark_throughput_reports_both_loops():
+    r = T.benchmark_throughput(data=tiny_data(16, size=40), img_size=32, batch_size=4, steps=2,
+                               warmup=1, rounds=1)
+    for name in ("trainer", "plain"):
+        assert r[name]["images_per_s"] > 0 and 0 <= r[name]["data_share"] < 1
+    assert r["ratio"] > 0 and r["img_size"] == 32
+    with pytest.raises(ValueError, match="steps"):
+        T.benchmark_throughput(steps=0)
+
+
+_DDP_SCRIPT = textwrap.dedent("""
+    import os, sys, torch
+    from swiftlearn.data import CachedImages
+    from swiftlearn.train import TrainConfig, fit
+    torch.set_num_threads(1)
+    g = torch.Generator().manual_seed(0)
+    data = CachedImages(torch.randint(0, 256, (36, 3, 40, 40), dtype=torch.uint8, generator=g),
+                        torch.arange(36) % 4, list("abcd"))
+    out = sys.argv[1]
+    result = fit(TrainConfig(out=out, epochs=2, batch_size=4, img_size=32, warmup_epochs=0.5,
+                             ema_decay=0.9), train_data=data, val_data=data, progress=False)
+    torch.save(result.model.state_dict(), os.path.join(out, f"rank{os.environ['RANK']}.pt"))
+""")
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_with_gloo(tmp_path):
+    script = tmp_path / "ddp_fit.py"
+    script.write_text(_DDP_SCRIPT)
+    out = tmp_path / "run"
+    out.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc_per_node=2", str(script), str(out)],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = (out / "train.log").read_text()
+    assert "world size 2" in log and log.count("epoch 2/2") == 1  # rank 0 logs alone
+    ckpt = torch.load(out / "last.pt", weights_only=False)
+    assert ckpt["world_size"] == 2 and len(ckpt["rng"]) == 2
+    assert ckpt["global_step"] == 2 * 4  # 36 images / (2 ranks x 4) -> 4 steps per epoch
+    history = json.loads((out / "history.json").read_text())
+    assert history[-1]["val_top1"] is not None
+    a = torch.load(out / "rank0.pt")
+    b = torch.load(out / "rank1.pt")
+    for k in a:  # DDP keeps the replicas identical
+        assert torch.equal(a[k], b[k]), k
+
+
+@pytest.mark.slow
+def test_short_run_on_real_imagenette(imagenette_root, tmp_path):
+    cfg = T.TrainConfig(data=str(imagenette_root), out=str(tmp_path / "run"), epochs=1,
+                        batch_size=10, img_size=64, cache_size=72, subset=3,
+                        cache_dir=str(tmp_path / "cache"), threads=1)
+    result = T.fit(cfg, progress=False)
+    assert result.classes[0] == "tench"
+    assert result.history[0]["val_top1"] is not None
+    assert Path(result.out, "final_fp16.pt").is_file()
