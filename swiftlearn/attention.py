@@ -43,7 +43,8 @@ FORMULATIONS = ("normalize", "softmax", "legacy_softmax")
 def check_tokens(x: torch.Tensor, dim: int, name: str) -> None:
     """Raise a ValueError unless ``x`` is a float tensor of tokens ``[B, N, dim]``."""
     if not isinstance(x, torch.Tensor):
-        raise ValueError(f"{name} expects a torch.Tensor of tokens [B, N, D], got {type(x).__name__}")
+        raise ValueError(
+            f"{name} expects a torch.Tensor of tokens [B, N, D], got {type(x).__name__}")
     if x.dim() != 3:
         hint = ""
         if x.dim() == 4:
@@ -56,7 +57,8 @@ def check_tokens(x: torch.Tensor, dim: int, name: str) -> None:
     if x.shape[-1] != dim:
         raise ValueError(
             f"{name} was built for token dim D={dim} but the input has D={x.shape[-1]} "
-            f"(shape {tuple(x.shape)}); build it with dim={x.shape[-1]} or project the tokens first.")
+            f"(shape {tuple(x.shape)}); build it with dim={x.shape[-1]} or project the tokens "
+            "first.")
     if x.shape[1] == 0:
         raise ValueError(f"{name} got an empty sequence (N=0) of shape {tuple(x.shape)}.")
     if not torch.is_floating_point(x):
