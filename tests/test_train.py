@@ -297,7 +297,8 @@ def test_ddp_two_cpu_processes_with_gloo(tmp_path):
     assert history[-1]["val_top1"] is not None
     a = torch.load(out / "rank0.pt")
     b = torch.load(out / "rank1.pt")
-    for k in a:  # DDP keeps the replicas identical
+    params = [k for k in a if "running_" not in k and "num_batches" not in k]
+    for k in params:  # DDP keeps the weights identical (BatchNorm statistics stay per rank)
         assert torch.equal(a[k], b[k]), k
 
 
