@@ -1,0 +1,311 @@
+"""Core ML and ONNX export: the saved artefacts compute what the PyTorch model computes.
+
+The Core ML packages are read back from disk and evaluated by swiftlearn.mil's interpreter (no Mac
+needed); a perturbed weight must make the check fail. Small random SwiftFormer-XS models at 64x64
+keep this fast; one float16 round trip runs at 224x224 on real photos.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("coremltools", reason="needs the export extra: pip install -e '.[export]'")
+
+from helpers import randomize_  # noqa: E402
+
+from swiftlearn import cli, export, mil  # noqa: E402
+from swiftlearn.data import IMAGENET_STD, IMAGENETTE_CLASSES, load_photos  # noqa: E402
+from swiftlearn.model import create_model  # noqa: E402
+
+pytestmark = [pytest.mark.export,
+              pytest.mark.filterwarnings("ignore::DeprecationWarning:coremltools.*")]
+
+NAMES = [name for _, name in IMAGENETTE_CLASSES]
+
+
+def _model(size: int, seed: int = 0) -> torch.nn.Module:
+    """A random XS whose every tensor matters, heads scaled so logits spread like a trained
+    10-class model's (std ~3): the fp16 tolerance is an absolute one on logits."""
+    model = randomize_(create_model("swiftformer_xs", num_classes=10), seed).eval()
+    pixels = export._pixels(None, [(size, size)], 8, seed=1)
+    with torch.no_grad():
+        spread = torch.cat([model(export.normalize(p)) for p in pixels]).std()
+        for head in (model.head, model.dist_head):
+            head.weight.mul_(3 / spread)
+            head.bias.mul_(3 / spread)
+    return model
+
+
+@pytest.fixture(scope="module")
+def model64():
+    return _model(64)
+
+
+@pytest.fixture(scope="module")
+def outdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("export")
+
+
+@pytest.fixture(scope="module")
+def pkg32(model64, outdir):
+    """float32, default 64x64, also accepts 96x96 (flexible shapes)."""
+    path = outdir / "xs32.mlpackage"
+    export.to_coreml(model64, path, 64, precision="float32", enumerated_sizes=[96])
+    return path
+
+
+@pytest.fixture(scope="module")
+def pkg16(model64, outdir):
+    path = outdir / "xs16.mlpackage"
+    export.to_coreml(model64, path, 64, precision="float16", description="test model",
+                     version="0.1")
+    return path
+
+
+# ------------------------------------------------------------------------- numerical parity
+
+def test_fp32_program_matches_pytorch_at_every_enumerated_size(pkg32, model64):
+    report = export.verify_coreml(pkg32, model64, n=4)  # alternates 64x64 and 96x96
+    assert report.ok and report.max_abs_logits <= export.FP32_TOLERANCE
+    assert report.top1_agreement == 1.0
+
+
+def test_fp16_program_matches_pytorch(pkg16, model64):
+    report = export.verify_coreml(pkg16, model64, n=4)
+    assert report.max_abs_logits <= export.FP16_TOLERANCE
+    # the check really simulated float16: far above float32 round-off
+    assert report.max_abs_logits > 1e-4
+    unrounded = export.verify_coreml(pkg16, model64, n=4, round_fp16=False)
+    assert unrounded.max_abs_logits < report.max_abs_logits
+
+
+def test_fp16_round_trip_at_224_on_photos(outdir):
+    model = _model(224, seed=1)
+    path = outdir / "xs16_224.mlpackage"
+    export.to_coreml(model, path)  # defaults: 224x224, float16, Imagenette labels
+    photos = [p.resized(224) for p in load_photos(2)]
+    report = export.verify_coreml(path, model, photos)
+    assert report.ok and report.n_inputs == 2
+    assert export.inspect_coreml(path).inputs[0]["shape"] == [224, 224]
+
+
+def test_interpreter_label_is_pytorch_argmax(pkg32, model64):
+    interp = mil.MilInterpreter(mil.load_program(pkg32))
+    pixels = export._pixels(None, [(96, 96)], 1, seed=5)[0]
+    out = interp.run({"image": pixels.numpy()})
+    with torch.no_grad():
+        logits = model64(export.normalize(pixels))
+    assert out["classLabel"] == NAMES[int(logits.argmax())]
+    assert sum(out["classLabel_probs"].values()) == pytest.approx(1.0, abs=1e-5)
+
+
+# ------------------------------------------------------------------------- negative controls
+
+def test_one_perturbed_weight_in_the_package_fails_the_check(pkg32, model64):
+    interp = mil.MilInterpreter(mil.load_program(pkg32))
+    convs = [op for op in interp.function.operations if op.op_type == "conv"]
+    weight = convs[5].inputs["weight"].name
+    pixels = export._pixels(None, [(64, 64)], 1, seed=2)[0]
+    with torch.no_grad():
+        ref = model64(export.normalize(pixels)).numpy()
+    name = interp.logits_name()
+    before = interp.run({"image": pixels.numpy()}, fetch=[name])[name]
+    assert np.abs(before - ref).max() <= export.FP32_TOLERANCE
+    interp.constants[weight] = interp.constants[weight].clone()
+    interp.constants[weight].view(-1)[0] += 0.5
+    after = interp.run({"image": pixels.numpy()}, fetch=[name])[name]
+    assert np.abs(after - ref).max() > export.FP16_TOLERANCE
+
+
+@pytest.mark.parametrize("fixture", ["pkg32", "pkg16"])
+def test_one_perturbed_pytorch_weight_fails_verify(fixture, request):
+    package = request.getfixturevalue(fixture)
+    other = _model(64)
+    with torch.no_grad():
+        other.patch_embed[0].weight[0, 0, 1, 1] += 0.5  # one tap of the first stem filter
+    with pytest.raises(RuntimeError, match="disagrees with PyTorch.*FAILED"):
+        export.verify_coreml(package, other, n=1)
+
+
+def test_unknown_op_is_named(pkg16, monkeypatch):
+    program = mil.load_program(pkg16)
+    monkeypatch.delitem(mil.OPS, "gelu")
+    with pytest.raises(NotImplementedError, match=r"gelu \(x20\)"):
+        mil.MilInterpreter(program)
+
+
+# ------------------------------------------------------------------------- package contents
+
+def test_package_spec_metadata_and_ops(pkg16, pkg32):
+    info = export.inspect_coreml(pkg16)
+    assert [i["name"] for i in info.inputs] == ["image"]
+    assert info.inputs[0]["type"] == "image (RGB)" and info.inputs[0]["shape"] == [64, 64]
+    assert "enumerated_sizes" not in info.inputs[0]
+    assert {o["name"]: o["type"] for o in info.outputs} == {
+        "classLabel": "string", "classLabel_probs": "dictionary (stringKeyType -> double)"}
+    assert info.labels == NAMES
+    meta = info.metadata
+    assert meta["short_description"] == "test model" and meta["version"] == "0.1"
+    assert meta["license"] == "Apache-2.0" and meta["author"] == "swiftlearn"
+    assert meta["com.apple.coreml.model.preview.type"] == "imageClassifier"
+    assert meta["swiftlearn.model"] == "swiftformer_xs" and meta["swiftlearn.image_size"] == "64x64"
+    assert info.precision == "float16"
+    ops = info.op_histogram
+    assert ops["conv"] == 61 and ops["softmax"] == 1 and ops["classify"] == 1
+    assert ops["reduce_l2_norm"] == 12  # F.normalize of queries, keys and token scores x 4 stages
+    assert "cast" in ops  # fp32 image -> fp16 program -> fp32 probabilities
+
+    info32 = export.inspect_coreml(pkg32)
+    assert info32.precision == "float32" and "cast" not in info32.op_histogram
+    assert info32.inputs[0]["enumerated_sizes"] == [[64, 64], [96, 96]]
+    assert 0.45 < info.weights_bytes / info32.weights_bytes < 0.55
+    assert "float16" in str(info) and "classLabel_probs" in str(info)
+
+
+def test_wrapper_normalises_exactly_and_ends_in_softmax(model64):
+    wrapper = export.NormalizedClassifier(model64).eval()
+    pixels = torch.randint(0, 256, (2, 3, 64, 64)).float()
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        expected = model64((pixels / 255 - mean) / std).softmax(-1)
+        torch.testing.assert_close(wrapper(pixels), expected, atol=1e-6, rtol=1e-5)
+
+
+def test_imagetype_approximation_is_off_per_channel():
+    scale, bias = export.imagetype_approximation()
+    pixels = torch.randint(0, 256, (1, 3, 8, 8)).float()
+    approx = pixels * scale + torch.tensor(bias).view(1, 3, 1, 1)
+    exact = export.normalize(pixels)
+    # one scale: channel c comes out multiplied by std_c / mean(std) around its mean
+    ratio = (approx - approx.mean((2, 3), keepdim=True)) / (exact - exact.mean((2, 3), True))
+    torch.testing.assert_close(ratio.mean((0, 2, 3)),
+                               torch.tensor(IMAGENET_STD) / np.mean(IMAGENET_STD), atol=1e-4,
+                               rtol=0)
+
+
+# ------------------------------------------------------------------------- errors
+
+def test_errors_are_clear(model64, outdir):
+    path = outdir / "bad.mlpackage"
+    with pytest.raises(ValueError, match="model.eval"):
+        export.to_coreml(create_model("swiftformer_xs", num_classes=10), path, 64)
+    with pytest.raises(ValueError, match="at least 32x32"):
+        export.to_coreml(model64, path, 16)
+    with pytest.raises(ValueError, match="above 32"):
+        export.to_coreml(model64, path, 64, enumerated_sizes=[32])
+    with pytest.raises(ValueError, match="10 outputs but 3 labels"):
+        export.to_coreml(model64, path, 64, labels=["a", "b", "c"])
+    with pytest.raises(ValueError, match="precision"):
+        export.to_coreml(model64, path, 64, precision="int8")
+    with pytest.raises(ValueError, match=".mlpackage"):
+        export.to_coreml(model64, outdir / "model.mlmodel", 64)
+    with pytest.raises(FileNotFoundError):
+        export.inspect_coreml(outdir / "missing.mlpackage")
+
+
+def test_model_that_cannot_take_the_size():
+    class Fixed(torch.nn.Module):  # a classifier hard-wired to 64x64 inputs
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(3 * 64 * 64, 10)
+
+        def forward(self, x):
+            return self.fc(x.flatten(1))
+
+    with pytest.raises(ValueError, match="cannot take 96x96 inputs"):
+        export.to_coreml(Fixed().eval(), "x.mlpackage", 96)
+
+
+def test_missing_extra_names_it(monkeypatch, model64, tmp_path):
+    monkeypatch.setitem(sys.modules, "coremltools", None)
+    with pytest.raises(ImportError, match=r'pip install -e "\.\[export\]"'):
+        export.to_coreml(model64, tmp_path / "m.mlpackage", 64)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(RuntimeError, match="onnxruntime is not installed.*export"):
+        export.onnxruntime_session(tmp_path / "m.onnx")
+
+
+# ------------------------------------------------------------------------- ONNX
+
+@pytest.fixture(scope="module")
+def onnx_path(model64, outdir):
+    pytest.importorskip("onnxruntime")
+    return export.to_onnx(model64, outdir / "xs.onnx", 64)
+
+
+def test_onnx_runtime_matches_pytorch_with_dynamic_batch(onnx_path, model64):
+    report = export.verify_onnx(onnx_path, model64)  # batches of 1 and 3
+    assert report.ok and report.max_abs_logits <= export.FP32_TOLERANCE
+    assert report.details["batch_sizes"] == [1, 3]
+    runner = export.OnnxRunner(onnx_path, threads=1)
+    assert runner(torch.randn(5, 3, 64, 64)).shape == (5, 10)
+    session = export.onnxruntime_session(onnx_path, threads=2)
+    assert session.get_session_options().intra_op_num_threads == 2
+    assert [i.name for i in session.get_inputs()] == ["input"]
+
+
+def test_onnx_perturbed_model_fails(onnx_path):
+    other = _model(64)
+    with torch.no_grad():
+        other.head.bias[3] += 0.1
+    with pytest.raises(RuntimeError, match="disagrees"):
+        export.verify_onnx(onnx_path, other)
+
+
+# ------------------------------------------------------------------------- CLI
+
+@pytest.fixture(scope="module")
+def checkpoint(model64, outdir):
+    path = outdir / "xs.pt"
+    torch.save({"model": model64.state_dict(), "classes": [w for w, _ in IMAGENETTE_CLASSES],
+                "config": {"model": "swiftformer_xs", "img_size": 64, "eval_size": 0}}, path)
+    return path
+
+
+def test_cli_exports_and_verifies_coreml(checkpoint, outdir, capsys):
+    out = outdir / "cli.mlpackage"
+    code = cli.main(["export", "--checkpoint", str(checkpoint), "--format", "coreml", "--out",
+                     str(out), "--precision", "float32"])
+    assert code == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert "MIL interpreter (float32)" in printed and "OK" in printed
+    info = export.inspect_coreml(out)
+    assert info.labels == NAMES and info.inputs[0]["shape"] == [64, 64]  # size from the config
+
+
+def test_cli_exports_onnx(checkpoint, outdir, capsys):
+    pytest.importorskip("onnxruntime")
+    out = outdir / "cli.onnx"
+    code = cli.main(["export", "--checkpoint", str(checkpoint), "--format", "onnx", "--out",
+                     str(out), "--image-size", "96"])
+    assert code == 0, capsys.readouterr().err
+    assert "ONNX Runtime" in capsys.readouterr().out and out.is_file()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--format", "tflite", "--out", "m.tflite"], "unknown format 'tflite'"),
+    (["--format", "coreml", "--out", "m.onnx"], "must end in .mlpackage"),
+    (["--format", "coreml", "--out", "m.mlpackage", "--image-size", "16"], "at least 32x32"),
+])
+def test_cli_errors(checkpoint, capsys, args, message):
+    assert cli.main(["export", "--checkpoint", str(checkpoint), *args]) == 1
+    assert message in capsys.readouterr().err
+
+
+def test_cli_missing_checkpoint(tmp_path, capsys):
+    code = cli.main(["export", "--checkpoint", str(tmp_path / "nope.pt"), "--format", "onnx",
+                     "--out", str(tmp_path / "m.onnx")])
+    assert code == 1 and "no checkpoint at" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------- macOS only
+
+@pytest.mark.skipif(sys.platform != "darwin", reason="MLModel.predict runs only on macOS")
+def test_core_ml_predict_matches_pytorch(pkg32, model64):
+    report = export.verify_coreml(pkg32, model64, n=2, backend="coreml", tolerance=1e-3)
+    assert report.ok
