@@ -257,6 +257,17 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _load(path: str | os.PathLike) -> dict:
+    """``torch.load`` without unpickling code: tensors, containers and the numpy RNG state."""
+    try:
+        reconstruct = np._core.multiarray._reconstruct
+    except AttributeError:  # numpy < 2
+        reconstruct = np.core.multiarray._reconstruct
+    allowed = [reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+    with torch.serialization.safe_globals(allowed):
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def _atomic_save(obj, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save(obj, tmp)
@@ -463,7 +474,7 @@ def _fit(config, out, device, rank, world, is_main, resume, train_data, val_data
         if path.is_dir():
             path = path / "last.pt"
         if path.is_file():
-            ckpt = torch.load(path, map_location="cpu", weights_only=False)
+            ckpt = _load(path)
             if ckpt.get("format") != CHECKPOINT_FORMAT:
                 raise ValueError(f"{path} is not a swiftlearn training checkpoint")
             diff = _config_diff(ckpt["config"], config)
@@ -749,7 +760,7 @@ def export_weights(checkpoint: str | os.PathLike, path: str | os.PathLike, *,
         use_ema: take the EMA weights when the run kept them.
         dtype: float dtype of the stored tensors (fp16 halves the file).
     """
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    ckpt = _load(checkpoint)
     if "model" not in ckpt or "config" not in ckpt:
         raise ValueError(f"{checkpoint} is not a swiftlearn training checkpoint")
     source = "ema" if use_ema and ckpt.get("ema") else "model"
@@ -768,7 +779,7 @@ def load_trained(path: str | os.PathLike, *, model: str | None = None,
 
     The architecture and class count come from the file's config unless given.
     """
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = _load(path)
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise ValueError(f"{path} holds no state dict under 'model'")
     config = ckpt.get("config") or {}
@@ -960,7 +971,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         path = path / "last.pt" if path.is_dir() else path
         if not path.is_file():
             raise FileNotFoundError(f"--resume: no checkpoint at {path}")
-        saved = torch.load(path, map_location="cpu", weights_only=False)["config"]
+        saved = _load(path)["config"]
         config = TrainConfig.from_dict({**saved, **given})
         if "out" not in given:
             config.out = str(path.parent)
@@ -973,7 +984,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    ckpt = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
+    ckpt = _load(args.checkpoint)
     config = ckpt.get("config") or {}
     net = load_trained(args.checkpoint, use_ema=not args.no_ema)
     data = load_cached(args.data or config.get("data"), args.split,
