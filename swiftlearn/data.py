@@ -1,5 +1,20 @@
 """Imagenette and the photos the notebooks look at.
 
+Imagenette (fast.ai's ten-class ImageNet subset) in its official layout: ``train/<wnid>/``,
+``val/<wnid>/`` and ``noisy_imagenette.csv``.
+
+* :func:`find_root` / :func:`check_root` locate a root, or say what is missing and how to get it;
+  :func:`download_imagenette` fetches an official archive (160 px, 320 px or full; md5-checked,
+  retried, extracted atomically).
+* :class:`ImagenetteDataset` (PIL, decoded per access; greyscale -> RGB; optional noisy labels)
+  with :func:`train_transform` / :func:`eval_transform` (ImageNet normalisation).
+* On a 2-core CPU JPEG decoding would dominate a training step, so training reads
+  :func:`load_cached`: every image decoded once to uint8 ``[N, 3, S, S]`` and stored on disk,
+  keyed by the source files and the resolution. :func:`random_resized_crop_flip` then augments a
+  whole uint8 batch with one ``grid_sample`` (a few % of the step time) and :func:`resize_center`
+  prepares evaluation batches. Corrupt images: the cache skips them with a warning naming them
+  (``on_corrupt="error"`` raises instead); the PIL dataset raises naming the file.
+
 Where data is looked for, in order:
 
 1. an explicit ``root`` argument;
