@@ -589,7 +589,7 @@ def verify_coreml(package: str | os.PathLike, model: nn.Module, images=None, *, 
 # ------------------------------------------------------------------------------------------------
 
 def to_onnx(model: nn.Module, path: str | os.PathLike, image_size=224, *, opset: int = 18,
-            dynamic_batch: bool = True) -> Path:
+            dynamic_batch: bool = True, fusable_gelu: bool = True) -> Path:
     """Export to ONNX with the dynamo exporter: ``input`` ``[B, 3, H, W]`` -> ``logits``.
 
     The graph takes the *normalised* float tensor the PyTorch model takes (no pixel wrapper), so
@@ -600,8 +600,12 @@ def to_onnx(model: nn.Module, path: str | os.PathLike, image_size=224, *, opset:
         model: eval-mode classifier.
         path: destination ``.onnx`` file.
         image_size: the (static) input size, int or ``(H, W)``.
-        opset: ONNX opset (18: what onnxruntime >= 1.14 runs everywhere).
+        opset: ONNX opset (18 has no ``Gelu`` op, so GELU is spelled out with ``Erf``).
         dynamic_batch: make the batch axis symbolic (``batch``).
+        fusable_gelu: reorder each spelled-out GELU from ``x * (0.5 * (1 + erf(x/√2)))`` (what
+            the exporter writes) to ``(x * 0.5) * (1 + erf(x/√2))``, the form ONNX Runtime's
+            GELU fusion recognises: same standard ops, same values (halving is exact), and on
+            SwiftFormer-XS about a third less ONNX Runtime latency.
     """
     path = Path(path)
     if path.suffix != ".onnx":
@@ -622,7 +626,62 @@ def to_onnx(model: nn.Module, path: str | os.PathLike, image_size=224, *, opset:
         torch.onnx.export(model, (example,), str(path), dynamo=True, opset_version=opset,
                           input_names=["input"], output_names=["logits"],
                           dynamic_shapes=dynamic, external_data=False)
+    if fusable_gelu:
+        import onnx
+
+        proto = onnx.load(str(path))
+        if _reorder_gelu(proto.graph):
+            onnx.save(proto, str(path))
     return path
+
+
+def _reorder_gelu(graph) -> int:
+    """Rewrite ``Mul(x, Mul(0.5, Add(Erf(Div(x, √2)), 1)))`` as ``Mul(Mul(x, 0.5), Add(...))``.
+
+    Returns how many GELUs were reordered. Only exact matches with single-use intermediates are
+    touched, so any other graph passes through unchanged.
+    """
+    from onnx import numpy_helper
+
+    consts = {n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in graph.node
+              if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"}
+    consts.update({t.name: numpy_helper.to_array(t) for t in graph.initializer})
+    users: dict[str, list] = {}
+    producer = {}
+    for node in graph.node:
+        for name in node.input:
+            users.setdefault(name, []).append(node)
+        for name in node.output:
+            producer[name] = node
+
+    def is_const(name: str, value: float) -> bool:
+        c = consts.get(name)
+        return c is not None and c.size == 1 and abs(float(c.reshape(())) - value) < 1e-6
+
+    def only_user(name: str, op_type: str):
+        nodes = users.get(name, [])
+        return nodes[0] if len(nodes) == 1 and nodes[0].op_type == op_type else None
+
+    count = 0
+    for erf in [n for n in graph.node if n.op_type == "Erf"]:
+        div = producer.get(erf.input[0])
+        if div is None or div.op_type != "Div" or not is_const(div.input[1], 2**0.5):
+            continue
+        x = div.input[0]
+        add = only_user(erf.output[0], "Add")
+        if add is None or not any(is_const(i, 1.0) for i in add.input):
+            continue
+        half_mul = only_user(add.output[0], "Mul")
+        half = [i for i in half_mul.input if i != add.output[0]] if half_mul is not None else []
+        if len(half) != 1 or not is_const(half[0], 0.5):
+            continue
+        out_mul = only_user(half_mul.output[0], "Mul")
+        if out_mul is None or set(out_mul.input) != {x, half_mul.output[0]}:
+            continue
+        half_mul.input[:] = [x, half[0]]  # x * 0.5 (nodes stay in topological order)
+        out_mul.input[:] = [half_mul.output[0], add.output[0]]  # (x * 0.5) * (1 + erf)
+        count += 1
+    return count
 
 
 def _forward_arg_names(model: nn.Module) -> list[str]:

@@ -249,6 +249,21 @@ def test_onnx_runtime_matches_pytorch_with_dynamic_batch(onnx_path, model64):
     assert [i.name for i in session.get_inputs()] == ["input"]
 
 
+def test_onnx_gelus_are_in_the_form_onnxruntime_fuses(onnx_path, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    graph = onnx.load(str(onnx_path)).graph
+    assert sum(n.op_type == "Erf" for n in graph.node) == 20  # 20 GELUs in XS, spelled out
+    assert export._reorder_gelu(graph) == 0  # already reordered by to_onnx
+    gelu = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.GELU(),
+                               torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()).eval()
+    x = torch.randn(2, 3, 40, 40)
+    raw = export.to_onnx(gelu, tmp_path / "raw.onnx", 40, fusable_gelu=False)
+    assert export._reorder_gelu(onnx.load(str(raw)).graph) == 1  # the exporter's order
+    fused = export.to_onnx(gelu, tmp_path / "fused.onnx", 40)
+    np.testing.assert_allclose(export.OnnxRunner(fused)(x), export.OnnxRunner(raw)(x),
+                               atol=1e-6, rtol=0)
+
+
 def test_onnx_perturbed_model_fails(onnx_path):
     other = _model(64)
     with torch.no_grad():
