@@ -1008,9 +1008,14 @@ def add_cli(subparsers) -> None:
     """Register ``swiftlearn train`` and ``swiftlearn evaluate``."""
     p = subparsers.add_parser("train", help="train a SwiftFormer on Imagenette",
                               description="Train with swiftlearn.train.fit. With --resume, the "
-                              "saved config is used and any option given must not change it.")
+                              "saved config is used; options given must not change it, except "
+                              "--data, --out, --cache-dir, --threads, --checkpoint-minutes.")
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     for option, (dest, kind, text) in _CLI_FIELDS.items():
-        p.add_argument(option, dest=dest, type=kind, default=None, help=text)
+        default = defaults.get(dest)
+        shown = f" (default: {default})" if default not in (None, dataclasses.MISSING) and \
+            not isinstance(default, list) else ""
+        p.add_argument(option, dest=dest, type=kind, default=None, help=text + shown)
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
     p.add_argument("--resume", default=None, metavar="RUN_OR_CKPT",
                    help="continue a run folder (its last.pt) or a checkpoint file")
