@@ -928,7 +928,7 @@ def _parse_schedule(text: str) -> list[list[int]]:
 
 _CLI_FIELDS = {  # option -> (TrainConfig field, type, help)
     "--data": ("data", str, "Imagenette root (default: SWIFTLEARN_DATA / cache)"),
-    "--model": ("model", str, "architecture (default swiftformer_xs)"),
+    "--model": ("model", str, "architecture"),
     "--epochs": ("epochs", int, "epochs"),
     "--img-size": ("img_size", int, "training image size"),
     "--batch-size": ("batch_size", int, "batch size per process"),
