@@ -370,7 +370,14 @@ def download_imagenette(size: str = "320", root: str | os.PathLike | None = None
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=base))
     try:
         with tarfile.open(archive) as tar:
-            tar.extractall(tmp, filter="data")
+            if hasattr(tarfile, "data_filter"):  # Python >= 3.10.12 / 3.11.4
+                tar.extractall(tmp, filter="data")
+            else:  # older Pythons: refuse members that would land outside the folder
+                for member in tar.getmembers():
+                    if not (tmp / member.name).resolve().is_relative_to(tmp.resolve()) \
+                            or member.issym() or member.islnk():
+                        raise RuntimeError(f"unsafe member {member.name!r} in {archive}")
+                tar.extractall(tmp)
         extracted = tmp / name if (tmp / name).is_dir() else tmp
         check_root(extracted)
         os.replace(extracted, target)
