@@ -257,6 +257,14 @@ def run_latency(models: Sequence[str] = DEFAULT_MODELS, threads: Sequence[int] =
             torch.set_num_threads(saved_threads)
     if hasattr(os, "getloadavg"):
         info["load_average_end"] = round(os.getloadavg()[0], 2)
+        load = max(info["load_average_start"], info["load_average_end"])
+        if load >= 0.75 * (os.cpu_count() or 1):
+            notes.append(
+                f"The machine was busy (load average up to {load} on {os.cpu_count()} logical "
+                "CPUs): other processes competed for the cores, so absolute times are inflated, "
+                "and multi-thread figures are unreliable (a thread that loses its core stalls "
+                "the others at every synchronisation). The 1-thread ratios are the robust "
+                "result.")
     return _result(entries, facts, threads, notes, info,
                    dict(rounds=rounds, repeats=repeats, warmup=warmup, size=size, batch=1,
                         compile=compile, models=list(models), threads=list(threads)))
