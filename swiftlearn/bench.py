@@ -24,6 +24,7 @@ Entries:
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -173,8 +174,11 @@ def _build_entries(models: Sequence[str], size: int, compile_: bool, onnx: bool,
                 fused = fuse(ours)
                 entries.append(entry(name, "swiftlearn", "fused", ours, fused))
                 if compile_:
-                    compiled = torch.compile(fused)
-                    entries.append(entry(name, "swiftlearn", "fused+compile", ours, compiled))
+                    # inductor specialises its kernels to the thread count: one compiled copy
+                    # per thread count (compiled on its first, warm-up, call)
+                    entries.append(Entry(name, "swiftlearn", "fused+compile", ours,
+                                         lambda threads, f=fused: torch.compile(copy.deepcopy(f)),
+                                         fused))
                 if onnx and (make := _onnx_runner(ours, size, workdir, notes)):
                     entries.append(Entry(name, "swiftlearn", "onnxruntime", ours, make))
             if timm is not None:
