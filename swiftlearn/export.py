@@ -48,6 +48,8 @@ __all__ = [
     "PackageInfo",
     "ParityReport",
     "add_cli",
+    "checkpoint_image_size",
+    "default_labels",
     "imagetype_approximation",
     "inspect_coreml",
     "normalize",
@@ -773,6 +775,21 @@ def verify_onnx(path: str | os.PathLike, model: nn.Module, inputs: torch.Tensor 
 # Command line: swiftlearn export
 # ------------------------------------------------------------------------------------------------
 
+def checkpoint_image_size(config: dict | None) -> int | None:
+    """The size a ``swiftlearn train`` run evaluated at: ``eval_size``, else its last training
+    size (``resize_schedule``, else ``img_size``); ``None`` without a config."""
+    if not config:
+        return None
+    if config.get("eval_size"):
+        return int(config["eval_size"])
+    schedule = config.get("resize_schedule") or []
+    size = config.get("img_size")
+    for start, s in sorted(schedule):
+        if start < config.get("epochs", float("inf")):
+            size = s
+    return int(size) if size else None
+
+
 def _load_for_export(args: argparse.Namespace):
     from .checkpoints import read_checkpoint
     from .model import create_model
@@ -789,8 +806,7 @@ def _load_for_export(args: argparse.Namespace):
     if not num_classes:
         raise ValueError(f"{path} has no classifier head; pass --num-classes")
     model = create_model(name, num_classes=num_classes, checkpoint=path)
-    config = ckpt.meta.get("config") or {}
-    size = args.image_size or config.get("eval_size") or config.get("img_size") or 224
+    size = args.image_size or checkpoint_image_size(ckpt.meta.get("config")) or 224
     labels = None
     if args.labels:
         labels = [s.strip() for s in Path(args.labels).read_text().splitlines() if s.strip()]
