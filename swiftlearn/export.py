@@ -775,19 +775,30 @@ def verify_onnx(path: str | os.PathLike, model: nn.Module, inputs: torch.Tensor 
 # Command line: swiftlearn export
 # ------------------------------------------------------------------------------------------------
 
-def checkpoint_image_size(config: dict | None) -> int | None:
-    """The size a ``swiftlearn train`` run evaluated at: ``eval_size``, else its last training
-    size (``resize_schedule``, else ``img_size``); ``None`` without a config."""
+def checkpoint_image_size(checkpoint: dict | None) -> int | None:
+    """The size a ``swiftlearn train`` run was evaluated at, from its checkpoint dict.
+
+    The last ``history`` entry's ``eval_size`` if recorded, else the config's ``eval_size``, else
+    its final training size (``TrainConfig.size_at`` at the end of the run); ``None`` when the
+    checkpoint carries no training config.
+    """
+    if not checkpoint:
+        return None
+    history = checkpoint.get("history") or []
+    if history and isinstance(history[-1], dict) and history[-1].get("eval_size"):
+        return int(history[-1]["eval_size"])
+    config = checkpoint.get("config")
     if not config:
         return None
     if config.get("eval_size"):
         return int(config["eval_size"])
-    schedule = config.get("resize_schedule") or []
-    size = config.get("img_size")
-    for start, s in sorted(schedule):
-        if start < config.get("epochs", float("inf")):
-            size = s
-    return int(size) if size else None
+    try:
+        from .train import TrainConfig
+
+        cfg = TrainConfig.from_dict(dict(config))
+        return int(cfg.size_at(cfg.epochs - 1, 1.0))
+    except (ValueError, TypeError):  # a config from another version: its plain size
+        return int(config["img_size"]) if config.get("img_size") else None
 
 
 def _load_for_export(args: argparse.Namespace):
@@ -806,7 +817,7 @@ def _load_for_export(args: argparse.Namespace):
     if not num_classes:
         raise ValueError(f"{path} has no classifier head; pass --num-classes")
     model = create_model(name, num_classes=num_classes, checkpoint=path)
-    size = args.image_size or checkpoint_image_size(ckpt.meta.get("config")) or 224
+    size = args.image_size or checkpoint_image_size(ckpt.meta) or 224
     labels = None
     if args.labels:
         labels = [s.strip() for s in Path(args.labels).read_text().splitlines() if s.strip()]

@@ -312,6 +312,19 @@ def test_cli_errors(checkpoint, capsys, args, message):
     assert message in capsys.readouterr().err
 
 
+def test_checkpoint_image_size():
+    size = export.checkpoint_image_size
+    assert size(None) is None and size({"model": {}}) is None
+    assert size({"config": {"img_size": 128}}) == 128
+    assert size({"config": {"img_size": 64, "eval_size": 96}}) == 96
+    assert size({"config": {"img_size": 96, "epochs": 10,
+                            "resize_schedule": [[0, 64], [6, 112]]}}) == 112
+    assert size({"config": {"img_size": 96}, "history": [{"eval_size": 0}, {"eval_size": 160}]}) \
+        == 160
+    assert export.default_labels(10, [w for w, _ in IMAGENETTE_CLASSES]) == NAMES
+    assert export.default_labels(3) == ["class_0", "class_1", "class_2"]
+
+
 def test_cli_missing_checkpoint(tmp_path, capsys):
     code = cli.main(["export", "--checkpoint", str(tmp_path / "nope.pt"), "--format", "onnx",
                      "--out", str(tmp_path / "m.onnx")])
