@@ -171,6 +171,9 @@ def _check_model(model: nn.Module, h: int, w: int) -> int:
     if model.training:
         raise ValueError("the model is in training mode (dropout, batch statistics, two heads); "
                          "call model.eval() before exporting")
+    devices = {str(t.device) for t in [*model.parameters(), *model.buffers()]}
+    if devices - {"cpu"}:
+        raise ValueError(f"the model is on {sorted(devices)}; export runs on the CPU: model.cpu()")
     try:
         with torch.no_grad():
             out = model(torch.zeros(1, 3, h, w))
@@ -296,12 +299,12 @@ def to_coreml(model: nn.Module, path: str | os.PathLike, image_size=224,
     sizes = [(h, w)]
     for s in enumerated_sizes or []:
         hw = _hw(s, "each of enumerated_sizes")
-        if min(hw) <= MIN_SIZE:
-            raise ValueError(f"enumerated size {hw[0]}x{hw[1]}: flexible-size export needs sides "
-                             f"above {MIN_SIZE} (at {MIN_SIZE} the last stage is 1x1, a shape "
-                             "torch.export specialises on)")
         if hw not in sizes:
             sizes.append(hw)
+    if len(sizes) > 1 and min(min(s) for s in sizes) <= MIN_SIZE:
+        raise ValueError(f"with enumerated sizes every side must be above {MIN_SIZE}, got "
+                         f"{[f'{a}x{b}' for a, b in sizes]} (at {MIN_SIZE} the last stage is 1x1, "
+                         "a shape torch.export specialises on)")
     ct = _coremltools()
     if not hasattr(ct.target, deployment_target):
         raise ValueError(f"unknown deployment_target {deployment_target!r}; use a "

@@ -196,7 +196,7 @@ def test_errors_are_clear(model64, outdir):
         export.to_coreml(create_model("swiftformer_xs", num_classes=10), path, 64)
     with pytest.raises(ValueError, match="at least 32x32"):
         export.to_coreml(model64, path, 16)
-    with pytest.raises(ValueError, match="above 32"):
+    with pytest.raises(ValueError, match="every side must be above 32"):
         export.to_coreml(model64, path, 64, enumerated_sizes=[32])
     with pytest.raises(ValueError, match="10 outputs but 3 labels"):
         export.to_coreml(model64, path, 64, labels=["a", "b", "c"])
