@@ -360,7 +360,9 @@ def to_markdown(result: dict) -> str:
     lines += ["", "Notes:",
               "- GMACs = FlopCounterMode FLOPs / 2 (matmuls and convolutions only).",
               "- fused = swiftlearn.fuse.fuse(model): BatchNorms, layer scales and the two heads "
-              "folded, 1x1 convolutions as matmuls in channels-last; same outputs to ~1e-6.",
+              "folded, 1x1 convolutions as matmuls in channels-last, GELU and residual additions "
+              "as oneDNN post-ops; same outputs to ~1e-6. fused+compile = torch.compile of it "
+              "(inductor), onnxruntime = the eager model exported with swiftlearn.export.to_onnx.",
               "- The paper's latencies (iPhone 14 Neural Engine, Core ML: XS/S/L1/L3 "
               "0.7/0.8/1.1/1.9 ms) are another device and runtime and are not comparable."]
     lines += [f"- {n}" for n in result["notes"]]

@@ -19,6 +19,12 @@ model (to float rounding) with fewer, larger operations:
    1x1 convolution is then a plain ``F.linear`` on contiguous memory (PyTorch's CPU 1x1 ``conv2d``
    in NCHW goes through an im2col copy), the attention's tokens ``[B, N, C]`` are a free reshape,
    and the 3x3 convolutions see a channels-last view, which oneDNN handles natively.
+6. **oneDNN post-ops (CPU, float32).** Each ``x + FC2(GELU(FC1(y)))`` (in every ``ConvEncoder``,
+   local representation and MLP) runs as two oneDNN matmuls, the first with the exact (erf) GELU
+   applied as it writes its output, the second with the bias and the residual addition:
+   ``torch.ops.mkldnn._linear_pointwise``, the kernels ``torch.compile``'s CPU backend calls. That
+   saves the separate GELU, bias and addition passes over memory. It is an internal PyTorch op,
+   so ``fuse(..., onednn=False)`` (or its absence) falls back to ``F.linear`` + ``F.gelu``.
 
 The fused model is for inference only (``.train()`` raises); its outputs match the unfused
 model's to ~1e-6.
@@ -34,7 +40,7 @@ from torch import nn
 
 from .model import ConvEncoder, Embedding, Mlp, SwiftFormer, SwiftFormerEncoder
 
-__all__ = ["FusedSwiftFormer", "fold_bn_after", "fold_bn_before", "fuse"]
+__all__ = ["FusedSwiftFormer", "fold_bn_after", "fold_bn_before", "fuse", "onednn_available"]
 
 
 # ---------------------------------------------------------------- the algebra
@@ -57,7 +63,7 @@ def fold_bn_before(weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.Batch
     """``linear(BN(x))`` as one linear (1x1 conv weights are flattened to ``[out, in]``)."""
     s, t = _bn_affine(bn)
     weight = weight.reshape(weight.shape[0], -1)  # [out, in, 1, 1] -> [out, in]
-    bias = torch.zeros(weight.shape[0]) if bias is None else bias
+    bias = weight.new_zeros(weight.shape[0]) if bias is None else bias
     return weight * s, bias + weight @ t
 
 
@@ -67,7 +73,7 @@ def _linear(weight: torch.Tensor, bias: torch.Tensor, scale: torch.Tensor | None
     if scale is not None:
         scale = scale.reshape(-1)
         weight, bias = weight * scale[:, None], bias * scale
-    layer = nn.Linear(weight.shape[1], weight.shape[0])
+    layer = nn.Linear(weight.shape[1], weight.shape[0], dtype=weight.dtype)
     layer.weight.data.copy_(weight)
     layer.bias.data.copy_(bias)
     return layer
@@ -93,7 +99,33 @@ def _nhwc(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 2, 3, 1)  # [B, C, H, W] (channels-last memory) -> [B, H, W, C] view
 
 
+def onednn_available() -> bool:
+    """Whether this PyTorch has oneDNN's fused linear kernels (``mkldnn._linear_pointwise``)."""
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
 # ---------------------------------------------------------------- fused blocks (all [B, H, W, C])
+
+
+class ResidualMlp(nn.Module):
+    """``residual + FC2(GELU(FC1(y)))`` on ``[B, H, W, C]``; one oneDNN kernel per linear layer."""
+
+    def __init__(self, fc1: nn.Linear, fc2: nn.Linear, onednn: bool):
+        super().__init__()
+        self.fc1, self.fc2, self.onednn = fc1, fc2, onednn
+
+    def forward(self, y: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        if self.onednn and y.device.type == "cpu" and y.dtype == torch.float32:
+            B, H, W, C = residual.shape
+            kernel = torch.ops.mkldnn._linear_pointwise
+            # [B*H*W, C] -> [B*H*W, 4C], GELU applied by the matmul kernel as it writes
+            h = kernel(y.reshape(B * H * W, -1), self.fc1.weight, self.fc1.bias, "gelu", [],
+                       "none")
+            # [B*H*W, 4C] -> [B*H*W, C], bias and residual added by the kernel
+            out = kernel.binary(h, residual.reshape(B * H * W, C), self.fc2.weight,
+                                self.fc2.bias, "add")
+            return out.view(B, H, W, C)
+        return self.fc2(F.gelu(self.fc1(y))).add_(residual)
 
 
 class FusedConvBlock(nn.Module):
@@ -102,15 +134,15 @@ class FusedConvBlock(nn.Module):
     ``DW'`` carries the BatchNorm, ``FC2'`` the layer scale. Shape: ``[B, H, W, C]`` in and out.
     """
 
-    def __init__(self, block: ConvEncoder):
+    def __init__(self, block: ConvEncoder, onednn: bool = False):
         super().__init__()
         self.dwconv = _conv(block.dwconv, block.norm)
-        self.fc1 = _linear(block.pwconv1.weight, block.pwconv1.bias)
-        self.fc2 = _linear(block.pwconv2.weight, block.pwconv2.bias, block.layer_scale)
+        self.mlp = ResidualMlp(_linear(block.pwconv1.weight, block.pwconv1.bias),
+                               _linear(block.pwconv2.weight, block.pwconv2.bias,
+                                       block.layer_scale), onednn)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = _nhwc(self.dwconv(_nchw(x)))
-        return self.fc2(F.gelu(self.fc1(y))).add_(x)
+        return self.mlp(_nhwc(self.dwconv(_nchw(x))), x)
 
 
 class FusedAttention(nn.Module):
@@ -153,19 +185,19 @@ class FusedEncoder(nn.Module):
     Shape: ``[B, H, W, C]`` in and out.
     """
 
-    def __init__(self, block: SwiftFormerEncoder):
+    def __init__(self, block: SwiftFormerEncoder, onednn: bool = False):
         super().__init__()
-        self.local = FusedConvBlock(block.local_representation)
+        self.local = FusedConvBlock(block.local_representation, onednn)
         self.attn = FusedAttention(block.attn, block.layer_scale_1)
         mlp: Mlp = block.linear
-        self.fc1 = _linear(*fold_bn_before(mlp.fc1.weight, mlp.fc1.bias, mlp.norm1))
-        self.fc2 = _linear(mlp.fc2.weight, mlp.fc2.bias, block.layer_scale_2)
+        self.mlp = ResidualMlp(_linear(*fold_bn_before(mlp.fc1.weight, mlp.fc1.bias, mlp.norm1)),
+                               _linear(mlp.fc2.weight, mlp.fc2.bias, block.layer_scale_2), onednn)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.local(x)
         B, H, W, C = x.shape
         x = x + self.attn(x.reshape(B, H * W, C)).reshape(B, H, W, C)  # tokens: a free view
-        return self.fc2(F.gelu(self.fc1(x))).add_(x)
+        return self.mlp(x, x)
 
 
 class FusedDownsample(nn.Module):
@@ -190,9 +222,10 @@ class FusedSwiftFormer(nn.Module):
     channels-last view).
     """
 
-    def __init__(self, model: SwiftFormer):
+    def __init__(self, model: SwiftFormer, onednn: bool = False):
         super().__init__()
         self.in_chans, self.num_classes = model.in_chans, model.num_classes
+        self.onednn = onednn
         self.depths, self.widths = model.depths, model.widths
         stem = model.patch_embed
         self.stem = nn.Sequential(_conv(stem[0], stem[1]), nn.ReLU(inplace=True),
@@ -201,9 +234,9 @@ class FusedSwiftFormer(nn.Module):
         for module in model.network:
             for block in module if isinstance(module, nn.Sequential) else [module]:
                 if isinstance(block, SwiftFormerEncoder):
-                    blocks.append(FusedEncoder(block))
+                    blocks.append(FusedEncoder(block, onednn))
                 elif isinstance(block, ConvEncoder):
-                    blocks.append(FusedConvBlock(block))
+                    blocks.append(FusedConvBlock(block, onednn))
                 else:
                     blocks.append(FusedDownsample(block))
         self.blocks = nn.Sequential(*blocks)
@@ -217,8 +250,8 @@ class FusedSwiftFormer(nn.Module):
     def _head_weights(model: SwiftFormer):
         heads = [model.head] + ([model.dist_head] if model.distillation else [])
         if not isinstance(model.head, nn.Linear):  # num_classes=0: the pooled, normed features
-            eye = torch.eye(model.num_features)
-            return eye, torch.zeros(model.num_features)
+            like = model.norm.weight
+            return torch.eye(model.num_features, dtype=like.dtype), like.new_zeros(like.shape)
         weight = torch.stack([h.weight for h in heads]).mean(0)
         return weight, torch.stack([h.bias for h in heads]).mean(0)
 
@@ -243,16 +276,25 @@ class FusedSwiftFormer(nn.Module):
 
 
 @torch.no_grad()
-def fuse(model: SwiftFormer) -> FusedSwiftFormer:
+def fuse(model: SwiftFormer, onednn: bool | None = None) -> FusedSwiftFormer:
     """An equivalent eval-only model with BatchNorms, layer scales and heads folded away.
 
     The source model is not modified. Dropout and drop path are identities in eval and vanish.
 
+    Args:
+        model: a swiftlearn SwiftFormer.
+        onednn: run each residual MLP as two oneDNN kernels with GELU and the residual addition
+            as post-ops (CPU, float32); ``None`` uses them when :func:`onednn_available`.
+
     Raises:
-        ValueError: if ``model`` is not a :class:`~swiftlearn.model.SwiftFormer`.
+        ValueError: if ``model`` is not a :class:`~swiftlearn.model.SwiftFormer`, or ``onednn``
+            is requested where this PyTorch build lacks the kernels.
     """
     if not isinstance(model, SwiftFormer):
         raise ValueError(f"fuse() takes a swiftlearn SwiftFormer, got {type(model).__name__}; "
                          "load other checkpoints with swiftlearn.checkpoints.load_checkpoint")
-    fused = FusedSwiftFormer(model).to(next(model.parameters()).dtype)
+    if onednn and not onednn_available():
+        raise ValueError("this PyTorch build has no oneDNN fused linear kernels; use onednn=False")
+    onednn = onednn_available() if onednn is None else onednn
+    fused = FusedSwiftFormer(model, onednn).to(next(model.parameters()).dtype)
     return fused.to(memory_format=torch.channels_last)  # conv weights as oneDNN wants them

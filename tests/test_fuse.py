@@ -7,7 +7,13 @@ import torch
 from helpers import randomize_
 from torch import nn
 
-from swiftlearn.fuse import FusedSwiftFormer, fold_bn_after, fold_bn_before, fuse
+from swiftlearn.fuse import (
+    FusedSwiftFormer,
+    fold_bn_after,
+    fold_bn_before,
+    fuse,
+    onednn_available,
+)
 from swiftlearn.model import VARIANTS, create_model
 
 ATOL = RTOL = 1e-4
@@ -49,6 +55,24 @@ def test_fused_equals_unfused_for_every_variant(name):
         torch.testing.assert_close(fused(x), model(x), atol=ATOL, rtol=RTOL)
         torch.testing.assert_close(fused.forward_features(x), model.forward_features(x),
                                    atol=ATOL, rtol=RTOL)
+
+
+@pytest.mark.parametrize("onednn", [False, True])
+def test_plain_and_onednn_paths_agree(onednn):
+    if onednn and not onednn_available():
+        pytest.skip("this PyTorch build has no oneDNN fused linear kernels")
+    model = randomize_(create_model("xs"), seed=13).eval()
+    fused = fuse(model, onednn=onednn)
+    assert fused.onednn is onednn
+    with torch.no_grad():
+        torch.testing.assert_close(fused(_x()), model(_x()), atol=ATOL, rtol=RTOL)
+
+
+def test_float64_uses_the_plain_path():
+    model = randomize_(create_model("xs"), seed=14).double().eval()
+    x = _x().double()
+    with torch.no_grad():
+        torch.testing.assert_close(fuse(model)(x), model(x), atol=1e-10, rtol=1e-10)
 
 
 @pytest.mark.parametrize("formulation", ["softmax", "legacy_softmax"])
