@@ -115,7 +115,9 @@ class ResidualMlp(nn.Module):
         self.fc1, self.fc2, self.onednn = fc1, fc2, onednn
 
     def forward(self, y: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        if self.onednn and y.device.type == "cpu" and y.dtype == torch.float32:
+        # under torch.compile, inductor makes its own fused kernels from the plain ops
+        if self.onednn and y.device.type == "cpu" and y.dtype == torch.float32 \
+                and not torch.compiler.is_compiling():
             B, H, W, C = residual.shape
             kernel = torch.ops.mkldnn._linear_pointwise
             # [B*H*W, C] -> [B*H*W, 4C], GELU applied by the matmul kernel as it writes

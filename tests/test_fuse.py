@@ -128,3 +128,12 @@ def test_fused_model_is_inference_only_and_checks_input():
 def test_fuse_rejects_other_models():
     with pytest.raises(ValueError, match="swiftlearn SwiftFormer"):
         fuse(nn.Linear(2, 2))
+
+
+@pytest.mark.slow
+def test_torch_compile_of_the_fused_model():
+    model = randomize_(create_model("xs"), seed=15).eval()
+    compiled = torch.compile(fuse(model))  # the oneDNN path steps aside for inductor
+    x = _x(size=(64, 64), batch=1)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), model(x), atol=ATOL, rtol=RTOL)
