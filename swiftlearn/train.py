@@ -99,9 +99,10 @@ class TrainConfig:
     teacher: str | None = None  #: checkpoint for hard distillation (None: off)
     teacher_model: str = "swiftformer_xs"  #: the teacher's architecture
     seed: int = 0
-    #: torch intra-op threads (0: torch's default; -1: pick 1 or the default per epoch by
-    #: timing a few steps of each: on a shared, oversubscribed CPU one thread can be several
-    #: times faster than two, whose every parallel op waits for both to be scheduled)
+    #: torch intra-op threads (0: torch's default; -1: pick one thread or the default by timing
+    #: a few steps of each, again when steps slow down, every 200 steps and every epoch: on a
+    #: shared, oversubscribed CPU one thread can be several times faster than two, whose every
+    #: parallel op waits for both to be scheduled)
     threads: int = 0
     checkpoint_minutes: float = 10.0  #: also save mid-epoch this often
     checkpoint_every_steps: int = 0  #: also save every n steps (0: off; used by tests)
@@ -593,6 +594,7 @@ def _fit(config, out, device, rank, world, is_main, resume, train_data, val_data
     t_session, cpu_session = time.perf_counter(), time.process_time()
     last_save = time.perf_counter()
     ran = False
+    picker = _ThreadPicker(max_threads) if config.threads == -1 and max_threads > 1 else None
     net.train()
     for epoch in range(start_epoch, config.epochs):
         if finished:
@@ -609,15 +611,11 @@ def _fit(config, out, device, rank, world, is_main, resume, train_data, val_data
         bar = _progress(range(first, len(batches)), total=len(batches), initial=first,
                         disable=not (progress and is_main), desc=f"epoch {epoch + 1} @{size}px")
         log_every = max(1, len(batches) // 100)
-        # threads=-1: steps first+1..+3 on one thread, +4..+6 on all, then keep the faster
-        probe = {first + k: (1 if k <= 3 else max_threads) for k in range(1, 7)} \
-            if config.threads == -1 and max_threads > 1 and len(batches) - first > 12 else {}
-        probe_time = {1: 0.0, max_threads: 0.0}
+        if picker is not None:
+            picker.new_epoch()
         for i in bar:
-            if i in probe:
-                torch.set_num_threads(probe[i])
-            elif probe and i == first + 7:
-                torch.set_num_threads(min(probe_time, key=probe_time.get))
+            if picker is not None:
+                picker.before_step()
             if budget:
                 used = budget_used()
                 if used >= 1.0:
@@ -661,8 +659,8 @@ def _fit(config, out, device, rank, world, is_main, resume, train_data, val_data
             acc["seen"] += len(y)
             acc["data_time"] += t1 - t0
             acc["step_time"] += time.perf_counter() - t0
-            if i in probe:
-                probe_time[probe[i]] += time.perf_counter() - t0
+            if picker is not None:
+                picker.after_step(time.perf_counter() - t0)
             if is_main and (i + 1) % log_every == 0:
                 bar.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
                 if callback is not None:
@@ -727,6 +725,48 @@ def _fit(config, out, device, rank, world, is_main, resume, train_data, val_data
         export_weights(out / "last.pt", out / "final_fp16.pt")
     model.eval()
     return FitResult(model, ema.module if ema else None, history, out, classes)
+
+
+class _ThreadPicker:
+    """``threads=-1``: time ``steps`` steps on one thread and on all, keep the faster; probe again
+    when steps become ``slack`` times slower than measured three times in a row (the machine's
+    load changed), every ``every`` steps, and one step into every epoch (a new image size)."""
+
+    def __init__(self, max_threads: int, steps: int = 2, every: int = 200, slack: float = 1.6):
+        self.options, self.steps, self.every, self.slack = (1, max_threads), steps, every, slack
+        self.queue: list[int] = []
+        self.times: dict[int, list[float]] = {}
+        self.ref, self.slow, self.since, self.skip = 0.0, 0, 0, 0
+
+    def new_epoch(self) -> None:
+        self.queue, self.skip = [], 1  # the first step at a new size is a warm-up
+
+    def _start(self) -> None:
+        self.queue = [n for n in self.options for _ in range(self.steps)]
+        self.times = {n: [] for n in self.options}
+
+    def before_step(self) -> None:
+        if self.queue:
+            torch.set_num_threads(self.queue[0])
+
+    def after_step(self, seconds: float) -> None:
+        if self.skip:
+            self.skip -= 1
+            if not self.skip:
+                self._start()
+            return
+        if self.queue:
+            self.times[self.queue.pop(0)].append(seconds)
+            if not self.queue:
+                mean = {n: sum(t) / len(t) for n, t in self.times.items()}
+                best = min(mean, key=mean.get)
+                torch.set_num_threads(best)
+                self.ref, self.slow, self.since = mean[best], 0, 0
+            return
+        self.since += 1
+        self.slow = self.slow + 1 if seconds > self.slack * self.ref else 0
+        if self.slow >= 3 or self.since >= self.every:
+            self._start()
 
 
 def _write_history(history: list[dict], out: Path) -> None:
@@ -954,7 +994,7 @@ _CLI_FIELDS = {  # option -> (TrainConfig field, type, help)
     "--teacher": ("teacher", str, "teacher checkpoint for hard distillation"),
     "--teacher-model": ("teacher_model", str, "teacher architecture"),
     "--seed": ("seed", int, "random seed"),
-    "--threads": ("threads", int, "torch threads (0: default, -1: 1 or all, timed per epoch)"),
+    "--threads": ("threads", int, "torch threads (0: default, -1: 1 or all, whichever is faster)"),
     "--checkpoint-minutes": ("checkpoint_minutes", float, "mid-epoch checkpoint interval"),
     "--time-budget": ("time_budget_min", float,
                       "minutes of wall time; schedule follows the budget (0: off)"),

@@ -221,6 +221,29 @@ def test_auto_threads_picks_one_or_all(tmp_path):
     assert result.history[0]["threads"] in (1, torch.get_num_threads())
 
 
+def test_thread_picker_follows_the_faster_setting():
+    before = torch.get_num_threads()
+    try:
+        picker = T._ThreadPicker(4, steps=2, every=100)
+        picker.new_epoch()
+        picker.after_step(9.0)  # warm-up step: ignored
+
+        def step(seconds_by_threads):
+            picker.before_step()
+            picker.after_step(seconds_by_threads[torch.get_num_threads()])
+
+        for _ in range(4):  # probe: two steps on 1 thread, two on 4
+            step({1: 1.0, 4: 3.0})
+        assert torch.get_num_threads() == 1
+        for _ in range(3):  # one thread got much slower (the load changed): probe again
+            step({1: 2.0, 4: 0.5})
+        for _ in range(4):
+            step({1: 2.0, 4: 0.5})
+        assert torch.get_num_threads() == 4
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_too_few_images_for_a_batch(tmp_path):
     with pytest.raises(ValueError, match="fewer than one batch"):
         T.fit(tiny_config(tmp_path, batch_size=64), train_data=tiny_data(8), progress=False)
