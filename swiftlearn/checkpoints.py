@@ -266,8 +266,11 @@ def _load_file(path: Path):
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
+        try:
+            from safetensors.torch import load_file
+        except ImportError as e:
+            raise RuntimeError(f"reading {path.name} needs the safetensors package "
+                               "(`pip install safetensors`, or the dev extra)") from e
         return load_file(str(path))
     try:
         # training checkpoints carry numpy RNG states: allow exactly the numpy array types
