@@ -50,7 +50,7 @@ notebooks: $(STAMP) ## re-execute every notebook in full mode and keep the outpu
 	done
 
 bench: $(STAMP) ## latency table against the peers -> assets/bench/
-	$(BIN)/swiftlearn bench --out assets/bench
+	$(BIN)/swiftlearn bench --compile --out assets/bench
 
 format: $(STAMP) ## ruff format + import sorting
 	$(BIN)/ruff check --fix swiftlearn tests
