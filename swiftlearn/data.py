@@ -71,6 +71,7 @@ __all__ = [
     "load_cached",
     "load_photos",
     "load_rgb",
+    "mix_batch",
     "normalize",
     "random_resized_crop_flip",
     "resize_center",
@@ -694,6 +695,48 @@ def resize_center(images: torch.Tensor, size: int, crop_pct: float = 1.0) -> tor
         x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True,
                           align_corners=False)
     return normalize(x.div_(255.0))
+
+
+def mix_batch(x: torch.Tensor, mixup_alpha: float = 0.2, cutmix_alpha: float = 1.0,
+              prob: float = 1.0, generator: torch.Generator | None = None,
+              ) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+    """Mixup or CutMix on a normalised batch: each sample is blended with its mirror in the batch
+    (sample ``i`` with sample ``B - 1 - i``), so the loss is ``lam * CE(y) + (1 - lam) *
+    CE(y.flip(0))``.
+
+    With probability ``prob`` the batch is mixed (CutMix or mixup with equal odds when both
+    alphas are > 0); otherwise it is returned as it is. Mixup draws ``lam ~ Beta(a, a)`` and
+    blends whole images; CutMix pastes a box of area ``1 - lam`` from the partner and sets
+    ``lam`` to the area actually kept (the box is clipped at the border). All randomness comes
+    from ``generator``, so a resumed run mixes the same way.
+
+    Returns ``(x, perm, lam)``: the (possibly) mixed batch, the partner order (``None`` when the
+    batch was not mixed) and the weight of the original labels.
+    """
+    if not (mixup_alpha >= 0 and cutmix_alpha >= 0 and 0 <= prob <= 1):
+        raise ValueError("mix_batch: alphas must be >= 0 and prob in [0, 1], got "
+                         f"mixup_alpha={mixup_alpha}, cutmix_alpha={cutmix_alpha}, prob={prob}")
+    u = torch.rand(2, generator=generator).tolist()
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+    modes = [m for m, a in (("mixup", mixup_alpha), ("cutmix", cutmix_alpha)) if a > 0]
+    if u[0] >= prob or not modes or x.shape[0] < 2:
+        return x, None, 1.0
+    mode = modes[int(u[1] * len(modes)) % len(modes)]
+    rng = np.random.default_rng(seed)
+    perm = torch.arange(x.shape[0] - 1, -1, -1, device=x.device)
+    if mode == "mixup":
+        lam = float(rng.beta(mixup_alpha, mixup_alpha))
+        return x.mul(lam).add_(x[perm], alpha=1 - lam), perm, lam
+    lam = float(rng.beta(cutmix_alpha, cutmix_alpha))
+    H, W = x.shape[-2:]
+    cut = math.sqrt(1 - lam)
+    ch, cw = int(H * cut), int(W * cut)
+    cy, cx = int(rng.integers(0, H)), int(rng.integers(0, W))
+    top, bottom = max(cy - ch // 2, 0), min(cy + ch // 2, H)
+    left, right = max(cx - cw // 2, 0), min(cx + cw // 2, W)
+    x = x.clone()
+    x[..., top:bottom, left:right] = x[perm][..., top:bottom, left:right]
+    return x, perm, 1 - (bottom - top) * (right - left) / (H * W)
 
 
 def batch_indices(n: int, batch_size: int, *, shuffle: bool, seed: int = 0, epoch: int = 0,

@@ -39,6 +39,7 @@ from .data import (
     CachedImages,
     batch_indices,
     load_cached,
+    mix_batch,
     random_resized_crop_flip,
     resize_center,
 )
@@ -96,6 +97,9 @@ class TrainConfig:
     noise: int = 0  #: noisy-label percentage from noisy_imagenette.csv (0, 1, 5, 25, 50)
     subset: int = 0  #: images per class (0: all), for smoke runs
     drop_path: float = 0.0
+    mixup: float = 0.0  #: mixup Beta alpha (0: off)
+    cutmix: float = 0.0  #: CutMix Beta alpha (0: off); with both on, each mixed batch picks one
+    mix_prob: float = 1.0  #: share of batches mixed when mixup or cutmix is on
     teacher: str | None = None  #: checkpoint for hard distillation (None: off)
     teacher_model: str = "swiftformer_xs"  #: the teacher's architecture
     seed: int = 0
@@ -127,6 +131,8 @@ class TrainConfig:
             (self.resize_schedule == sorted(self.resize_schedule),
              "resize_schedule must be ascending by epoch"),
             (0 < self.scale_min <= 1, "scale_min must be in (0, 1]"),
+            (self.mixup >= 0 and self.cutmix >= 0, "mixup and cutmix alphas must be >= 0"),
+            (0 <= self.mix_prob <= 1, "mix_prob must be in [0, 1]"),
             (self.cache_size >= 32, "cache_size must be >= 32"),
             (0 < self.eval_crop_pct <= 1, "eval_crop_pct must be in (0, 1]"),
             (self.noise in (0, 1, 5, 25, 50), "noise must be 0, 1, 5, 25 or 50"),
@@ -318,13 +324,26 @@ def _batch_generator(seed: int, epoch: int, step: int, rank: int) -> torch.Gener
                                          + rank)
 
 
-def _loss(outputs, y: torch.Tensor, smoothing: float, teacher_labels=None) -> torch.Tensor:
+def _loss(outputs, y: torch.Tensor, smoothing: float, teacher_labels=None, perm=None,
+          lam: float = 1.0) -> torch.Tensor:
+    """Cross-entropy on both heads (the distillation head against the teacher's labels when
+    there is a teacher); for a mixed batch, ``lam`` of it against ``y`` and the rest against
+    the partners' labels ``y[perm]``."""
+    def ce(logits, target):
+        loss = F.cross_entropy(logits.float(), target, label_smoothing=smoothing)
+        if perm is not None:
+            loss = lam * loss + (1 - lam) * F.cross_entropy(logits.float(), target[perm],
+                                                            label_smoothing=smoothing)
+        return loss
+
     if isinstance(outputs, tuple):
         head, dist = outputs
-        dist_target = y if teacher_labels is None else teacher_labels
-        return 0.5 * (F.cross_entropy(head.float(), y, label_smoothing=smoothing)
-                      + F.cross_entropy(dist.float(), dist_target, label_smoothing=smoothing))
-    return F.cross_entropy(outputs.float(), y, label_smoothing=smoothing)
+        if teacher_labels is not None:  # the teacher saw the mixed image: its label is whole
+            dist_loss = F.cross_entropy(dist.float(), teacher_labels, label_smoothing=smoothing)
+        else:
+            dist_loss = ce(dist, y)
+        return 0.5 * (ce(head, y) + dist_loss)
+    return ce(outputs, y)
 
 
 def _logits(outputs) -> torch.Tensor:
@@ -626,10 +645,15 @@ def _fit(config, out, device, rank, world, is_main, resume, train_data, val_data
                     group["lr"] = config.lr * warm * _cosine(used, config.min_lr / config.lr)
             t0 = time.perf_counter()
             idx = batches[i]
+            gen = _batch_generator(config.seed, epoch, i, rank)
             x = random_resized_crop_flip(train_data.images[idx], size, (config.scale_min, 1.0),
-                                         generator=_batch_generator(config.seed, epoch, i, rank))
+                                         generator=gen)
             y = train_data.labels[idx].to(device)
             x = x.to(device)
+            perm, lam = None, 1.0
+            if config.mixup or config.cutmix:
+                x, perm, lam = mix_batch(x, config.mixup, config.cutmix, config.mix_prob,
+                                         generator=gen)
             if config.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             t1 = time.perf_counter()
@@ -640,7 +664,7 @@ def _fit(config, out, device, rank, world, is_main, resume, train_data, val_data
                 if teacher is not None:
                     with torch.no_grad():
                         teacher_labels = _logits(teacher(x)).argmax(1)
-            loss = _loss(outputs, y, config.label_smoothing, teacher_labels)
+            loss = _loss(outputs, y, config.label_smoothing, teacher_labels, perm, lam)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if config.clip_grad:
@@ -655,7 +679,9 @@ def _fit(config, out, device, rank, world, is_main, resume, train_data, val_data
             global_step += 1
             loss_value = loss.item()
             acc["loss"] += loss_value * len(y)
-            acc["correct"] += int((_logits(outputs).argmax(1) == y).sum())
+            # train accuracy against the label that dominates each (possibly mixed) image
+            major = y if perm is None or lam >= 0.5 else y[perm]
+            acc["correct"] += int((_logits(outputs).argmax(1) == major).sum())
             acc["seen"] += len(y)
             acc["data_time"] += t1 - t0
             acc["step_time"] += time.perf_counter() - t0
@@ -991,6 +1017,9 @@ _CLI_FIELDS = {  # option -> (TrainConfig field, type, help)
     "--noise": ("noise", int, "noisy-label percentage (0, 1, 5, 25, 50)"),
     "--subset": ("subset", int, "images per class (0: all)"),
     "--drop-path": ("drop_path", float, "stochastic depth rate"),
+    "--mixup": ("mixup", float, "mixup Beta alpha (0: off), e.g. 0.2"),
+    "--cutmix": ("cutmix", float, "CutMix Beta alpha (0: off), e.g. 1.0"),
+    "--mix-prob": ("mix_prob", float, "share of batches mixed (mixup/CutMix on)"),
     "--teacher": ("teacher", str, "teacher checkpoint for hard distillation"),
     "--teacher-model": ("teacher_model", str, "teacher architecture"),
     "--seed": ("seed", int, "random seed"),

@@ -293,6 +293,36 @@ def test_crops_cover_the_requested_area():
     assert torch.allclose(span, torch.full_like(span, 0.5), atol=0.05)
 
 
+def test_mix_batch_mixup_cutmix_and_off():
+    x = torch.stack([torch.full((3, 16, 16), float(v)) for v in range(4)])
+    # off: prob 0 or both alphas 0 leave the batch alone
+    for kwargs in (dict(prob=0.0), dict(mixup_alpha=0.0, cutmix_alpha=0.0)):
+        out, perm, lam = D.mix_batch(x, generator=torch.Generator().manual_seed(0), **kwargs)
+        assert out is x and perm is None and lam == 1.0
+    # mixup only: every pixel is lam * own + (1 - lam) * partner (the mirrored sample)
+    out, perm, lam = D.mix_batch(x, 0.4, 0.0, generator=torch.Generator().manual_seed(1))
+    assert perm.tolist() == [3, 2, 1, 0] and 0 < lam < 1
+    torch.testing.assert_close(out, lam * x + (1 - lam) * x.flip(0))
+    # cutmix only: a box comes from the partner, lam is the share of pixels kept
+    seen_box = False
+    for seed in range(20):
+        out, perm, lam = D.mix_batch(x, 0.0, 1.0, generator=torch.Generator().manual_seed(seed))
+        own = (out == x).all(1).float().mean(dim=(1, 2))  # share of pixels still its own
+        torch.testing.assert_close(own, torch.full((4,), lam))
+        assert ((out == x) | (out == x.flip(0))).all()
+        seen_box |= lam < 1
+    assert seen_box
+    # the same generator state gives the same mix; prob is the share of mixed batches
+    a = D.mix_batch(x, 0.2, 1.0, 0.5, generator=torch.Generator().manual_seed(7))
+    b = D.mix_batch(x, 0.2, 1.0, 0.5, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(a[0], b[0]) and a[2] == b[2]
+    g = torch.Generator().manual_seed(0)
+    mixed = sum(D.mix_batch(x, 0.2, 1.0, 0.3, generator=g)[1] is not None for _ in range(400))
+    assert 80 < mixed < 160
+    with pytest.raises(ValueError, match="prob"):
+        D.mix_batch(x, prob=2.0)
+
+
 def test_resize_center_and_normalize():
     images = torch.full((2, 3, 32, 32), 255, dtype=torch.uint8)
     out = D.resize_center(images, 16, crop_pct=0.5)

@@ -81,6 +81,23 @@ def test_loss_on_both_heads_and_hard_distillation():
     assert T._loss(head, y, 0.0) == pytest.approx(float(ce(head, y)))
 
 
+def test_loss_on_a_mixed_batch_weights_both_label_sets():
+    y = torch.tensor([0, 1, 2, 3])
+    perm = torch.tensor([3, 2, 1, 0])
+    head, dist = torch.randn(4, 4), torch.randn(4, 4)
+    ce = nn.functional.cross_entropy
+    mixed = 0.7 * ce(head, y, label_smoothing=0.1) + 0.3 * ce(head, y[perm], label_smoothing=0.1)
+    assert T._loss(head, y, 0.1, perm=perm, lam=0.7) == pytest.approx(float(mixed))
+    mixed_dist = 0.7 * ce(dist, y) + 0.3 * ce(dist, y[perm])
+    assert T._loss((head, dist), y, 0.0, perm=perm, lam=0.7) == pytest.approx(float(
+        0.5 * (0.7 * ce(head, y) + 0.3 * ce(head, y[perm]) + mixed_dist)))
+    teacher = torch.tensor([1, 1, 1, 1])  # the teacher labels the mixed image as a whole
+    assert T._loss((head, dist), y, 0.0, teacher, perm, 0.7) == pytest.approx(float(
+        0.5 * (0.7 * ce(head, y) + 0.3 * ce(head, y[perm]) + ce(dist, teacher))))
+    with pytest.raises(ValueError, match="mix_prob"):
+        T.TrainConfig(mixup=0.2, mix_prob=1.5)
+
+
 class _Oracle(nn.Module):
     """Predicts the class written in pixel [0, 0, 0], except that class 2 is called class 1."""
 
@@ -165,7 +182,8 @@ def test_fit_without_ema_and_with_a_teacher(tmp_path):
 
 def test_resume_after_a_kill_mid_epoch_is_exact(tmp_path):
     data = tiny_data()
-    cfg = dict(checkpoint_every_steps=3, drop_path=0.1)  # drop path: the global RNG matters
+    # drop path: the global RNG matters; mixup/CutMix: their draws must be replayed too
+    cfg = dict(checkpoint_every_steps=3, drop_path=0.1, mixup=0.2, cutmix=1.0, mix_prob=0.7)
     uninterrupted = T.fit(tiny_config(tmp_path / "a", **cfg), train_data=data, val_data=data,
                           progress=False)
 
