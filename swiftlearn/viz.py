@@ -29,6 +29,7 @@ from matplotlib.patches import Rectangle
 from .data import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
+    "feature_tokens",
     "fold_tokens",
     "photo_tokens",
     "positional_encoding",
@@ -141,6 +142,40 @@ def positional_encoding(rows: int, cols: int, dim: int, base: float = 100.0):
     pr = torch.cat([r.sin(), r.cos()], -1)[:, None].expand(rows, cols, 2 * k)
     pc = torch.cat([c.sin(), c.cos()], -1)[None].expand(rows, cols, 2 * k)
     return torch.cat([pr, pc], -1).reshape(rows * cols, dim)  # [N, dim]
+
+
+def feature_tokens(model, image, stage: int = 3):
+    """Learned tokens of a photo: one SwiftFormer stage's feature map as ``[1, N, C]``.
+
+    The photo (square ``[H, W, 3]``, uint8 or floats in [0, 1], sides a multiple of 32; see
+    :func:`square`) is normalised with the ImageNet mean and std and run through
+    ``model.forward_stages``. Stage ``s`` (1 to 4, strides 4, 8, 16, 32) gives
+    ``N = (H / stride) * (W / stride)`` tokens of the stage's width ``C`` in raster order,
+    layer-normalised without a learned scale, so every token has mean 0 and norm ``sqrt(C)``
+    (like :func:`photo_tokens`; a little less for near-constant tokens, through the layer norm's
+    epsilon). At 224 px, stage 3 is the same 14 x 14 grid as 16 px patches.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    if not hasattr(model, "forward_stages"):
+        raise ValueError(f"model must be a swiftlearn SwiftFormer (with forward_stages), got "
+                         f"{type(model).__name__}")
+    if stage not in (1, 2, 3, 4):
+        raise ValueError(f"stage must be 1, 2, 3 or 4, got {stage!r}")
+    img = to_image(image)
+    H, W, _ = img.shape
+    if H % 32 or W % 32:
+        raise ValueError(f"image size {H}x{W} is not a multiple of 32; crop it with "
+                         "swiftlearn.viz.square(image, size) first.")
+    param = next(model.parameters())
+    x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)  # [3, H, W] in [0, 1]
+    mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+    x = ((x - mean[:, None, None]) / std[:, None, None])[None]  # [1, 3, H, W]
+    with torch.no_grad():
+        f = model.forward_stages(x.to(param.device, param.dtype))[stage - 1]  # [1, C, h, w]
+    t = f.float().flatten(2).transpose(1, 2)  # [1, C, h, w] -> [1, N, C], raster order
+    return F.layer_norm(t, t.shape[-1:]).cpu()
 
 
 def photo_tokens(image, patch_size: int = 16, thumb: int = 4, pos_dim: int = 16):

@@ -141,6 +141,33 @@ def test_photo_tokens_match_an_independent_construction(image):
         viz.photo_tokens(image, patch_size=16, thumb=3)
 
 
+def test_feature_tokens_are_a_stage_map_in_raster_order(image):
+    import swiftlearn
+
+    model = swiftlearn.swiftformer_xs(num_classes=10).eval()
+    tokens = viz.feature_tokens(model, image, stage=3)  # 64 px: stage 3 (stride 16) is 4 x 4
+    assert tokens.shape == (1, 16, 112)
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    x = (x - torch.tensor([0.485, 0.456, 0.406])[:, None, None]) \
+        / torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+    with torch.no_grad():
+        f = model.forward_stages(x)[2]  # [1, 112, 4, 4]
+    # token r * 4 + c is grid cell (r, c), layer-normalised over channels
+    ref = F.layer_norm(f[0, :, 1, 2], (112,))
+    torch.testing.assert_close(tokens[0, 1 * 4 + 2], ref, atol=1e-5, rtol=0)
+    # mean 0 over channels; the norm is sqrt(C) up to layer norm's epsilon (an untrained
+    # network's features are tiny, so here it is a little below)
+    torch.testing.assert_close(tokens.mean(-1), torch.zeros(1, 16), atol=1e-5, rtol=0)
+    assert (tokens.norm(dim=-1) <= math.sqrt(112.0) + 1e-3).all()
+    assert viz.feature_tokens(model, image, stage=1).shape == (1, 256, 48)
+    with pytest.raises(ValueError, match="stage must be"):
+        viz.feature_tokens(model, image, stage=5)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        viz.feature_tokens(model, image[:48, :48])
+    with pytest.raises(ValueError, match="forward_stages"):
+        viz.feature_tokens(torch.nn.Linear(2, 2), image)
+
+
 # ----------------------------------------------------------------------------------------------
 # figures
 
