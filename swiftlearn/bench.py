@@ -380,6 +380,8 @@ def _train_markdown(result: dict) -> str:
                          f"{r[name]['data_share']:.0%} |")
     extra = {k: v for k, v in r.items() if k not in ("plain", "trainer")}
     lines += ["", "Settings: " + ", ".join(f"{k}={v}" for k, v in extra.items())]
+    if "data" in result["settings"]:
+        lines += [f"Data: {result['settings']['data']}."]
     return "\n".join(lines) + "\n"
 
 
@@ -393,8 +395,13 @@ def write(result: dict, out: str | os.PathLike) -> tuple[Path, Path]:
     return md, js
 
 
-def run_train(model: str = "swiftformer_xs", quick: bool = False, **kwargs) -> dict:
-    """Training throughput via :func:`swiftlearn.train.benchmark_throughput`."""
+def run_train(model: str = "swiftformer_xs", quick: bool = False, data_root=None,
+              cache_size: int = 176, cache_dir=None, **kwargs) -> dict:
+    """Training throughput via :func:`swiftlearn.train.benchmark_throughput`.
+
+    With ``data_root`` (an Imagenette root) both loops read the real training images from the
+    decoded cache at ``cache_size`` px (built on first use); without it, synthetic images.
+    """
     try:
         from .train import benchmark_throughput
     except ImportError as e:
@@ -402,9 +409,15 @@ def run_train(model: str = "swiftformer_xs", quick: bool = False, **kwargs) -> d
                            f"({e})") from e
     if quick:
         kwargs = {"steps": 2, "warmup": 1, "rounds": 1, "batch_size": 8, **kwargs}
+    settings = {"model": model, **kwargs, "data": "synthetic"}
+    if data_root is not None:
+        from .data import load_cached
+
+        kwargs["data"] = load_cached(data_root, "train", size=cache_size, cache_dir=cache_dir)
+        settings["data"] = (f"Imagenette train ({len(kwargs['data'])} images, decoded cache at "
+                            f"{cache_size} px)")
     result = benchmark_throughput(model=model, **kwargs)
-    return {"suite": "train", "machine": machine_info(),
-            "settings": {"model": model, **kwargs}, "result": result}
+    return {"suite": "train", "machine": machine_info(), "settings": settings, "result": result}
 
 
 # ---------------------------------------------------------------- command line
@@ -423,7 +436,8 @@ def _names(text: str) -> list[str]:
 def _cmd(args: argparse.Namespace) -> int:
     if args.suite == "train":
         model = _names(args.models)[0] if args.models else "swiftformer_xs"
-        result = run_train(model, quick=args.quick)
+        result = run_train(model, quick=args.quick, data_root=args.data,
+                           cache_dir=args.cache_dir)
     else:
         models = _names(args.models) if args.models else (
             ["swiftformer_xs"] if args.quick else list(DEFAULT_MODELS))
@@ -455,5 +469,8 @@ def add_cli(subparsers) -> None:
     p.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime rows")
     p.add_argument("--quick", action="store_true",
                    help="XS only, 1 thread, few repeats: checks the machinery in ~1 minute")
+    p.add_argument("--data", help="train suite: an Imagenette root, to time both loops on the "
+                   "real images (default: synthetic images)")
+    p.add_argument("--cache-dir", help="train suite: decoded cache folder (with --data)")
     p.add_argument("--out", default="assets/bench", help="output folder (default assets/bench)")
     p.set_defaults(func=_cmd)

@@ -111,3 +111,16 @@ def test_train_suite_calls_benchmark_throughput(monkeypatch, tmp_path):
     assert calls["model"] == "swiftformer_s" and calls["steps"] == 2
     md = (tmp_path / "train.md").read_text()
     assert "| plain | 10.0 | 10% |" in md and "ratio=0.9" in md
+    assert "Data: synthetic." in md and "data" not in calls
+
+    # --data: both loops get the real (here: fake) training images from the decoded cache
+    from swiftlearn.data import CachedImages, synthetic_imagenette
+
+    root = synthetic_imagenette(tmp_path / "root", per_class=2, size=48)
+    args = build_parser().parse_args(["bench", "--suite", "train", "--quick", "--data", str(root),
+                                      "--cache-dir", str(tmp_path / "cache"),
+                                      "--out", str(tmp_path)])
+    assert args.func(args) == 0
+    assert isinstance(calls["data"], CachedImages) and len(calls["data"]) == 20
+    assert tuple(calls["data"].images.shape[-2:]) == (176, 176)
+    assert "Imagenette train (20 images" in (tmp_path / "train.md").read_text()
