@@ -3,10 +3,11 @@
 ``fit(TrainConfig(...))`` trains from the decoded uint8 cache (:func:`swiftlearn.data.load_cached`)
 with batched tensor augmentation (random resized crop + flip), AdamW, linear warm-up then cosine
 decay (per step), label smoothing on both heads, gradient clipping, optional EMA of the weights,
-bf16 autocast on CPUs with bf16 instructions, ``channels_last``, optional progressive resizing and
-optional hard distillation from a teacher (DeiT style: the distillation head learns the teacher's
-argmax). Under ``torchrun`` the same code runs with DistributedDataParallel; rank 0 logs and
-writes checkpoints.
+bf16 autocast on CPUs with bf16 instructions, ``channels_last``, optional progressive resizing,
+optional mixup / CutMix (:func:`swiftlearn.data.mix_batch`), stochastic depth, and optional hard
+distillation from a teacher (DeiT style: the distillation head learns the teacher's argmax).
+Under ``torchrun`` the same code runs with DistributedDataParallel; rank 0 logs and writes
+checkpoints.
 
 A run folder holds ``last.pt`` (written atomically: temporary file, then ``os.replace``; model,
 EMA, optimizer, scheduler, scaler, RNG states, epoch, step and the config), ``config.json``,
