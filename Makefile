@@ -27,8 +27,8 @@ install: $(STAMP) ## create .venv and install swiftlearn with all extras
 lab: $(STAMP) ## open JupyterLab on notebooks/
 	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/
 
-lint: $(STAMP) ## ruff over the library and the tests
-	$(BIN)/ruff check swiftlearn tests
+lint: $(STAMP) ## ruff over the library, the tests and the notebooks
+	$(BIN)/ruff check swiftlearn tests notebooks
 
 test-unit: $(STAMP) ## unit tests (no browser)
 	$(BIN)/pytest -m "not browser" tests
