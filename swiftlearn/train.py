@@ -610,6 +610,16 @@ def _fit(config, out, device, rank, world, is_main, resume, train_data, val_data
             f"{config.epochs} epochs x {steps_per_epoch} steps, world size {world}, "
             f"precision {dtype or torch.float32}, threads {torch.get_num_threads()}")
 
+    def validate(size: int) -> dict:  # the EMA weights when there are some
+        eval_size = config.eval_size or size
+        t_eval = time.perf_counter()
+        m = evaluate(ema.module if ema is not None else model, val_data, eval_size,
+                     batch_size=2 * config.batch_size, crop_pct=config.eval_crop_pct,
+                     amp=config.amp, channels_last=config.channels_last)
+        return {"val_top1": m["top1"], "val_top5": m["top5"], "val_loss": m["loss"],
+                "eval_size": eval_size, "eval_model": "ema" if ema else "model",
+                "eval_time_s": time.perf_counter() - t_eval}
+
     # 4. the loop
     t_session, cpu_session = time.perf_counter(), time.process_time()
     last_save = time.perf_counter()
@@ -707,6 +717,15 @@ def _fit(config, out, device, rank, world, is_main, resume, train_data, val_data
         train_time = time.perf_counter() - t_epoch
 
         # 5. end of epoch: validate, record, checkpoint
+        if finished and acc["seen"] == 0:
+            # the time budget ran out before this epoch's first step: nothing new to record.
+            # The last row keeps its validation (or gets one now), and the run is saved finished.
+            if history and val_data is not None and "val_top1" not in history[-1]:
+                history[-1].update(validate(history[-1]["img_size"]))
+            save(epoch, 0)
+            if is_main:
+                _write_history(history, out)
+            break
         row = {"epoch": epoch + 1, "step": global_step, "img_size": size,
                "lr": optimizer.param_groups[0]["lr"],
                "epoch_steps": acc["seen"] // config.batch_size,
@@ -718,15 +737,7 @@ def _fit(config, out, device, rank, world, is_main, resume, train_data, val_data
         finished = finished or epoch + 1 == config.epochs
         last = finished
         if val_data is not None and ((epoch + 1) % config.eval_every == 0 or last):
-            eval_size = config.eval_size or size
-            target = ema.module if ema is not None else model
-            t_eval = time.perf_counter()
-            m = evaluate(target, val_data, eval_size, batch_size=2 * config.batch_size,
-                         crop_pct=config.eval_crop_pct, amp=config.amp,
-                         channels_last=config.channels_last)
-            row.update({"val_top1": m["top1"], "val_top5": m["top5"], "val_loss": m["loss"],
-                        "eval_size": eval_size, "eval_model": "ema" if ema else "model",
-                        "eval_time_s": time.perf_counter() - t_eval})
+            row.update(validate(size))
         row["epoch_time_s"] = time.perf_counter() - t_epoch
         row["train_time_s"] = train_time
         row["wall_time_s"] = wall()

@@ -232,6 +232,25 @@ def test_time_budget_stops_and_resume_does_nothing(tmp_path):
     assert T.fit(cfg, train_data=data, resume=True, progress=False).history == result.history
 
 
+def test_time_budget_ending_between_epochs_adds_no_empty_row(tmp_path):
+    import time
+
+    data = tiny_data(16)
+    cfg = tiny_config(tmp_path, epochs=50, time_budget_min=0.01, eval_every=1000)
+
+    def slow_first_epoch(event):  # spend the whole budget at the end of epoch 1
+        if event["event"] == "epoch" and event["epoch"] == 1:
+            time.sleep(0.7)
+
+    result = T.fit(cfg, train_data=data, val_data=data, callback=slow_first_epoch,
+                   progress=False)
+    # epoch 2 never took a step: no row of zeros for it, and epoch 1's row got the validation
+    assert [r["epoch"] for r in result.history] == [1]
+    assert result.history[0]["epoch_steps"] == 2 and "val_top1" in result.history[0]
+    assert torch.load(tmp_path / "last.pt", weights_only=False)["finished"]
+    assert json.loads((tmp_path / "history.json").read_text()) == result.history
+
+
 def test_auto_threads_picks_one_or_all(tmp_path):
     data = tiny_data(28, size=36)
     result = T.fit(tiny_config(tmp_path, epochs=1, batch_size=2, threads=-1, ema_decay=0.0),
