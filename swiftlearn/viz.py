@@ -26,7 +26,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from .data import IMAGENET_MEAN, IMAGENET_STD
+from .data import IMAGENET_MEAN, IMAGENET_STD, normalize
 
 __all__ = [
     "feature_tokens",
@@ -169,9 +169,7 @@ def feature_tokens(model, image, stage: int = 3):
         raise ValueError(f"image size {H}x{W} is not a multiple of 32; crop it with "
                          "swiftlearn.viz.square(image, size) first.")
     param = next(model.parameters())
-    x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)  # [3, H, W] in [0, 1]
-    mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
-    x = ((x - mean[:, None, None]) / std[:, None, None])[None]  # [1, 3, H, W]
+    x = normalize(torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None])
     with torch.no_grad():
         f = model.forward_stages(x.to(param.device, param.dtype))[stage - 1]  # [1, C, h, w]
     t = f.float().flatten(2).transpose(1, 2)  # [1, C, h, w] -> [1, N, C], raster order
