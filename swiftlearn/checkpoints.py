@@ -45,6 +45,7 @@ import torch
 from torch import nn
 
 from .model import VARIANTS, SwiftFormer, create_model
+from .utils import IMAGENET_MEAN, IMAGENET_STD, atomic_torch_save, require
 
 __all__ = [
     "FORMATS",
@@ -230,7 +231,7 @@ def read_checkpoint(source, formulation: str | None = None) -> Checkpoint:
         formulation: override the attention formulation the format implies.
     """
     if isinstance(source, (str, os.PathLike)):
-        source = _load_file(Path(source))
+        source = safe_load(source)
     if isinstance(source, Mapping) and isinstance(source.get("config"), Mapping) \
             and isinstance(source.get("ema"), Mapping) and "module" in source["ema"]:
         # a swiftlearn training checkpoint with an EMA: evaluate the EMA weights, as
@@ -262,15 +263,20 @@ def _numpy_globals() -> list:
     return [reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
 
 
-def _load_file(path: Path):
+def safe_load(path: str | os.PathLike):
+    """``torch.load`` that never runs code from the file: tensors, plain Python values and the
+    numpy arrays of an RNG state only (``.safetensors`` files too).
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        RuntimeError: the file holds other objects (it was not unpickled), or is not a
+            checkpoint at all; the message says what to do.
+    """
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     if path.suffix == ".safetensors":
-        try:
-            from safetensors.torch import load_file
-        except ImportError as e:
-            raise RuntimeError(f"reading {path.name} needs the safetensors package "
-                               "(`pip install safetensors`, or the dev extra)") from e
+        load_file = require("safetensors.torch", f"reading {path.name}").load_file
         return load_file(str(path))
     try:
         # training checkpoints carry numpy RNG states: allow exactly the numpy array types
@@ -281,6 +287,96 @@ def _load_file(path: Path):
             f"{path} holds more than tensors and plain Python values, so it was not unpickled "
             f"({type(e).__name__}). If you trust the file, load it with "
             f"`torch.load(path, weights_only=False)` and pass the dict instead.") from e
+
+
+
+# ---------------------------------------------------------------- trained weights
+
+#: what a trained-weights file carries beside the tensors, so that evaluation and export need
+#: nothing else (no training code): the run's config, class names, evaluation size and the
+#: input normalisation
+TRAINED_KEYS = ("model", "config", "classes", "history", "source", "eval_size", "mean", "std",
+                "arch")
+
+
+def trained_image_size(meta: Mapping | None) -> int | None:
+    """The image size a trained model was evaluated at, from a checkpoint's metadata.
+
+    In order: the file's ``eval_size`` (written by :func:`save_trained`), the last history
+    row's ``eval_size``, the config's ``eval_size``, the size the config's progressive-resize
+    schedule ends at, the config's ``img_size``; ``None`` when there is no training metadata.
+    """
+    if not meta:
+        return None
+    if meta.get("eval_size"):
+        return int(meta["eval_size"])
+    history = meta.get("history") or []
+    if history and isinstance(history[-1], Mapping) and history[-1].get("eval_size"):
+        return int(history[-1]["eval_size"])
+    config = meta.get("config") or {}
+    if config.get("eval_size"):
+        return int(config["eval_size"])
+    schedule = config.get("resize_schedule") or []
+    if schedule:
+        # epoch mode ends in the last epoch, budget mode at 100 % of the budget
+        end = 100 if config.get("time_budget_min") else int(config.get("epochs", 1)) - 1
+        sizes = [int(size) for start, size in schedule if int(start) <= end]
+        if sizes:
+            return sizes[-1]
+    return int(config["img_size"]) if config.get("img_size") else None
+
+
+def save_trained(path: str | os.PathLike, state_dict: Mapping[str, torch.Tensor], *,
+                 config: Mapping, classes=None, history=None, source: str = "model",
+                 eval_size: int | None = None, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                 arch: Mapping | None = None, dtype: torch.dtype | None = torch.float16) -> Path:
+    """Write a small inference file (atomically): the weights plus what export needs.
+
+    The file is a plain dict with :data:`TRAINED_KEYS`; :func:`load_trained`,
+    :func:`load_checkpoint` and ``swiftlearn.create_model(name, checkpoint=path)`` read it.
+
+    Args:
+        path: destination (e.g. ``assets/swiftformer_xs_imagenette.pt``).
+        state_dict: the model's tensors (official layout).
+        config: the training run's config as a dict.
+        classes, history, source: class names, per-epoch history, ``"ema"`` or ``"model"``.
+        eval_size: the evaluation image size (default: :func:`trained_image_size` of the rest).
+        mean, std: the input normalisation the model was trained with.
+        arch: keyword arguments that rebuild the architecture (e.g. the token mixer).
+        dtype: float dtype of the stored tensors (fp16 halves the file; None keeps them).
+    """
+    state = {k: v.to(dtype) if dtype is not None and v.is_floating_point() else v
+             for k, v in state_dict.items()}
+    meta = {"config": dict(config), "classes": list(classes) if classes else None,
+            "history": list(history or []), "source": source}
+    meta["eval_size"] = int(eval_size or trained_image_size(meta) or 224)
+    meta.update(mean=list(mean), std=list(std), arch=dict(arch or {}))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_torch_save({"model": state, **meta}, path)
+
+
+def load_trained(path: str | os.PathLike, *, model: str | None = None,
+                 num_classes: int | None = None, use_ema: bool = True) -> nn.Module:
+    """A model (float32, eval mode) from a trained-weights file or a training ``last.pt``.
+
+    The architecture and class count come from the file's config unless given; a ``last.pt``
+    that kept an EMA gives the EMA weights unless ``use_ema=False``. The model carries the
+    class names as ``model.classes``.
+    """
+    ckpt = safe_load(path)
+    if not isinstance(ckpt, Mapping) or not isinstance(ckpt.get("model"), Mapping):
+        raise ValueError(f"{path} holds no state dict under 'model'; is it a swiftlearn "
+                         "checkpoint? (official/timm/HF files: use load_checkpoint)")
+    config = ckpt.get("config") or {}
+    name = model or config.get("model")
+    if name is None:
+        raise ValueError(f"{path} has no config; pass model='swiftformer_xs' (or another)")
+    if not use_ema:
+        ckpt = {**ckpt, "ema": None}
+    net = load_checkpoint(ckpt, model=name, num_classes=num_classes)  # fp16 tensors -> fp32
+    net.classes = ckpt.get("classes")
+    return net.eval()
 
 
 # ---------------------------------------------------------------- conversion

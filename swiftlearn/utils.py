@@ -1,0 +1,175 @@
+"""Small helpers shared by every layer: atomic writes, autocast, ImageNet normalisation, extras.
+
+This module sits at the bottom of the import graph (it imports nothing from swiftlearn), so any
+module may use it. Each helper exists once here instead of once per module:
+
+* :func:`atomic_write_bytes`, :func:`atomic_write_text`, :func:`atomic_write_json`,
+  :func:`atomic_torch_save`: write to a temporary sibling, then ``os.replace``, so a kill or a
+  full disk leaves either the old file or the new one, never half of one.
+* :func:`amp_dtype` and :func:`autocast`: the mixed-precision policy (``"auto"`` / ``"bf16"`` /
+  ``"fp16"`` / ``"off"``) used by training, evaluation and the benchmarks alike.
+* :data:`IMAGENET_MEAN`, :data:`IMAGENET_STD`, :func:`normalize` (images in [0, 1] or uint8)
+  and :func:`normalize_pixels` (float pixels in 0-255, what Core ML and ONNX models receive).
+* :class:`MissingExtraError` and :func:`require`: one way to say which ``pip install`` fixes a
+  missing optional dependency.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import os
+from pathlib import Path
+
+import torch
+
+__all__ = [
+    "AMP_MODES",
+    "EXTRAS",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "MissingExtraError",
+    "amp_dtype",
+    "atomic_torch_save",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "autocast",
+    "cpu_supports_bf16",
+    "normalize",
+    "normalize_pixels",
+    "require",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# ------------------------------------------------------------------------- atomic writes
+
+
+def _temporary_sibling(path: Path) -> Path:
+    # same folder (so os.replace is a rename on one file system), hidden, unique per process
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def _atomic(path: str | os.PathLike, write) -> Path:
+    path = Path(path)
+    tmp = _temporary_sibling(path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> Path:
+    """Write ``data`` to ``path`` atomically (temporary sibling, then ``os.replace``)."""
+    return _atomic(path, lambda tmp: tmp.write_bytes(data))
+
+
+def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
+    """Write ``text`` to ``path`` atomically."""
+    return _atomic(path, lambda tmp: tmp.write_text(text))
+
+
+def atomic_write_json(obj, path: str | os.PathLike, indent: int | None = 1) -> Path:
+    """Write ``obj`` as JSON to ``path`` atomically."""
+    return atomic_write_text(json.dumps(obj, indent=indent), path)
+
+
+def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
+    """``torch.save(obj, path)`` atomically."""
+    return _atomic(path, lambda tmp: torch.save(obj, tmp))
+
+
+# ------------------------------------------------------------------------- precision
+
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+
+
+def cpu_supports_bf16() -> bool:
+    """True when the CPU has native bf16 instructions (AVX512-BF16 or AMX), where bf16 autocast
+    is faster than fp32; elsewhere bf16 on CPU is emulated and slower."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def amp_dtype(amp: str, device: torch.device | str) -> torch.dtype | None:
+    """The autocast dtype for ``amp`` on ``device`` (``None``: full float32).
+
+    ``"auto"`` is bf16 on a GPU that supports it (else fp16) and on a CPU with native bf16
+    instructions (else float32).
+    """
+    if amp not in AMP_MODES:
+        raise ValueError(f"amp must be one of {AMP_MODES}, got {amp!r}")
+    device = torch.device(device)
+    if amp == "off":
+        return None
+    if amp == "fp16":
+        return torch.float16
+    if amp == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cpu_supports_bf16() else None
+
+
+def autocast(device: torch.device | str, dtype: torch.dtype | None):
+    """``torch.autocast`` to ``dtype`` on ``device``, or a no-op context when ``dtype`` is None."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=dtype)
+
+
+# ------------------------------------------------------------------------- normalisation
+
+
+def _stats(x: torch.Tensor, mean, std) -> tuple[torch.Tensor, torch.Tensor]:
+    shape = (1, -1, 1, 1) if x.dim() == 4 else (-1, 1, 1)
+    return (torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(shape),
+            torch.as_tensor(std, dtype=x.dtype, device=x.device).view(shape))
+
+
+def normalize(images: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
+    """uint8 (0-255) or float (0-1) images ``[B, 3, H, W]`` (or ``[3, H, W]``) -> normalised
+    float32: ``(x - mean) / std``."""
+    x = images.float().div(255.0) if images.dtype == torch.uint8 else images.float()
+    m, s = _stats(x, mean, std)
+    return (x - m) / s
+
+
+def normalize_pixels(pixels: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
+    """Float pixels in 0-255 (what an exported model receives) -> normalised:
+    ``(p / 255 - mean) / std``."""
+    m, s = _stats(pixels, mean, std)
+    return (pixels / 255.0 - m) / s
+
+
+# ------------------------------------------------------------------------- optional extras
+
+#: the extra that installs each optional package
+EXTRAS = {"coremltools": "export", "onnx": "export", "onnxruntime": "export",
+          "onnxscript": "export", "timm": "dev", "transformers": "dev", "safetensors": "dev",
+          "playwright": "dev"}
+
+
+class MissingExtraError(ImportError, RuntimeError):
+    """An optional dependency is not installed; the message names the extra that installs it."""
+
+
+def require(module: str, purpose: str | None = None):
+    """Import and return ``module``, or raise :class:`MissingExtraError` naming its extra."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        top = module.split(".")[0]
+        extra = EXTRAS.get(top)
+        how = f'pip install -e ".[{extra}]"' if extra else f"pip install {top}"
+        what = f" ({purpose})" if purpose else ""
+        raise MissingExtraError(f"{top} is not installed{what}; install it with `{how}`") from e
