@@ -289,3 +289,87 @@ def test_figures_do_not_touch_pyplot(image):
     viz.plot_mechanisms(image, {"a": torch.rand(16)})
     viz.plot_curves([1, 2], {"a": [1, 2]}, xlabel="x", ylabel="y")
     assert plt.get_fignums() == before
+
+
+# ----------------------------------------------------------------------------------------------
+# display
+
+
+def _photo(size: int = 224) -> np.ndarray:
+    """A photo-like image: smooth shapes plus sensor noise, which PNG compresses badly."""
+    y, x = np.mgrid[0:size, 0:size] / size
+    img = np.stack([np.sin(6 * x) * 0.4 + 0.5, np.cos(5 * y) * 0.4 + 0.5, x * y], -1)
+    img += np.random.default_rng(1).normal(0, 0.04, img.shape)
+    return (np.clip(img, 0, 1) * 255).astype(np.uint8)
+
+
+def _inline_png(fig: Figure) -> bytes:
+    """What `display(fig)` puts in a notebook: IPython's inline rendering, plain PNG."""
+    from IPython.core.pylabtools import print_figure
+
+    return print_figure(fig, "png")
+
+
+def test_show_encodes_photo_figures_as_jpeg():
+    photo = _photo()
+    fig = viz.plot_token_map(photo, torch.rand(196))
+    shown = viz.show(fig)
+    assert shown.format == "jpeg" and shown.data[:3] == b"\xff\xd8\xff"
+    plain = _inline_png(fig)
+    assert len(shown.data) < len(plain) / 2  # the point of it
+    decoded = Image.open(io.BytesIO(shown.data))
+    assert decoded.format == "JPEG"
+    assert decoded.size == Image.open(io.BytesIO(plain)).size  # same layout as display(fig)
+    assert np.asarray(decoded).std() > 5
+    assert viz.show(fig, format="jpg").format == "jpeg"
+    assert len(viz.show(fig, quality=40).data) < len(shown.data)
+    doubled = Image.open(io.BytesIO(viz.show(fig, dpi=2 * fig.dpi).data)).size
+    assert abs(doubled[0] - 2 * decoded.size[0]) <= 2
+
+
+def test_show_encodes_line_plots_as_palette_png():
+    fig = viz.plot_curves([1, 2, 4, 8], {"a": [1, 4, 16, 64], "b": [1, 2, 4, 8]}, xlabel="x",
+                          ylabel="y")
+    shown = viz.show(fig, format="png")
+    assert shown.format == "png" and shown.data[:8] == b"\x89PNG\r\n\x1a\n"
+    decoded = Image.open(io.BytesIO(shown.data))
+    assert decoded.mode == "P"  # 256 colours
+    plain = _inline_png(fig)
+    assert len(shown.data) < len(plain)
+    reference = np.asarray(Image.open(io.BytesIO(plain)).convert("RGB"), dtype=float)
+    assert np.abs(np.asarray(decoded.convert("RGB"), dtype=float) - reference).mean() < 1.0
+    assert Image.open(io.BytesIO(viz.show(fig, format="png", palette=False).data)).mode == "RGB"
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"format": "gif"}, r"'jpeg' \(photo figures\) or 'png' \(line plots\)"),
+    ({"format": "svg"}, r"got 'svg'"),
+    ({"quality": 0}, "quality"),
+    ({"quality": 100}, "quality"),
+    ({"dpi": 0}, "dpi"),
+])
+def test_show_rejects_bad_arguments(kwargs, match):
+    fig = viz.plot_curves([1, 2], {"a": [1, 2]}, xlabel="x", ylabel="y")
+    with pytest.raises(ValueError, match=match):
+        viz.show(fig, **kwargs)
+
+
+def test_show_rejects_what_is_not_a_figure():
+    with pytest.raises(ValueError, match="no axes"):
+        viz.show(Figure())
+    with pytest.raises(ValueError, match="matplotlib Figure"):
+        viz.show(np.zeros((4, 4, 3)))
+
+
+def test_show_closes_pyplot_figures_only(image):
+    import matplotlib.pyplot as plt
+
+    before = plt.get_fignums()
+    library = viz.image_grid([image])
+    viz.show(library)
+    assert plt.get_fignums() == before and library.axes  # library figures: untouched
+    fig, ax = plt.subplots()
+    ax.plot([1, 2], [2, 1])
+    assert plt.get_fignums() != before
+    viz.show(fig, format="png")
+    assert plt.get_fignums() == before  # as plt.show() does under the inline backend
