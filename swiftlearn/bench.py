@@ -17,7 +17,7 @@ Entries:
   ``efficientformer_l1`` with random weights (``pip install -e ".[dev]"`` for timm).
 
 ``--suite train`` instead times training throughput with
-:func:`swiftlearn.train.benchmark_throughput`. Results go to ``<out>/<suite>.md`` and
+:func:`benchmark_throughput`. Results go to ``<out>/<suite>.md`` and
 ``<out>/<suite>.json``.
 """
 
@@ -40,8 +40,10 @@ import torch
 from torch import nn
 
 from .model import VARIANTS, create_model
+from .utils import amp_dtype, autocast
 
-__all__ = ["Entry", "add_cli", "machine_info", "run_latency", "run_train", "to_markdown", "write"]
+__all__ = ["Entry", "add_cli", "benchmark_throughput", "machine_info", "run_latency", "run_train",
+           "to_markdown", "write"]
 
 REFERENCE = "timm/swiftformer_xs/eager"
 PEERS = ("mobilevitv2_050", "mobilevitv2_075", "mobilevitv2_100", "efficientformer_l1")
@@ -119,7 +121,7 @@ def _timm():
     return timm
 
 
-def _onnx_runner(model: nn.Module, size: int, workdir: Path, notes: list[str]):
+def _onnx_runner(model: nn.Module, name: str, size: int, workdir: Path, notes: list[str]):
     """``threads -> callable`` on ONNX Runtime, or None with a note saying why not."""
     try:
         import onnxruntime as ort
@@ -128,7 +130,7 @@ def _onnx_runner(model: nn.Module, size: int, workdir: Path, notes: list[str]):
     except ImportError as e:
         notes.append(f"ONNX Runtime column omitted: {e} (`pip install -e \".[export]\"`).")
         return None
-    path = workdir / f"{getattr(model, '_bench_name', 'model')}.onnx"
+    path = workdir / f"{name}.onnx"
     try:
         to_onnx(model, path, image_size=size, dynamic_batch=False)
     except Exception as e:  # an exporter failure must not sink the whole benchmark
@@ -168,7 +170,6 @@ def _build_entries(models: Sequence[str], size: int, compile_: bool, onnx: bool,
         torch.manual_seed(0)
         if name in VARIANTS:
             ours = create_model(name).eval()
-            ours._bench_name = name
             if name in models:
                 entries.append(entry(name, "swiftlearn", "eager", ours, ours))
                 fused = fuse(ours)
@@ -179,7 +180,7 @@ def _build_entries(models: Sequence[str], size: int, compile_: bool, onnx: bool,
                     entries.append(Entry(name, "swiftlearn", "fused+compile", ours,
                                          lambda threads, f=fused: torch.compile(copy.deepcopy(f)),
                                          fused))
-                if onnx and (make := _onnx_runner(ours, size, workdir, notes)):
+                if onnx and (make := _onnx_runner(ours, name, size, workdir, notes)):
                     entries.append(Entry(name, "swiftlearn", "onnxruntime", ours, make))
             if timm is not None:
                 theirs = timm.create_model(name).eval()
@@ -395,18 +396,121 @@ def write(result: dict, out: str | os.PathLike) -> tuple[Path, Path]:
     return md, js
 
 
+def benchmark_throughput(model: str = "swiftformer_xs", data=None, *, img_size: int = 112,
+                         batch_size: int = 64, steps: int = 20, warmup: int = 3,
+                         rounds: int = 2, amp: str = "auto", channels_last: bool = True) -> dict:
+    """Training images/s of :func:`swiftlearn.train.fit`'s own step against a plain loop.
+
+    The trainer side runs :func:`swiftlearn.train.step.timed_step` on a
+    :func:`~swiftlearn.train.step.build_trainer` made from a ``TrainConfig`` (per-sample random
+    resized crops, gradient clipping, the LR schedule, EMA 0.999): the code ``fit`` runs. The
+    plain loop is what one writes by hand: a random batch from the uint8 tensor, one random crop
+    offset and flip for the whole batch, normalise, forward, loss on both heads, backward, AdamW
+    step. Both use the same precision policy (``amp``). They alternate for ``rounds`` rounds of
+    ``steps`` steps (after ``warmup`` untimed steps each) and the best round counts.
+
+    Args:
+        model: architecture name.
+        data: a :class:`~swiftlearn.data.CachedImages` (default: 512 random synthetic images at
+            ``img_size + 16`` px).
+        img_size, batch_size, steps, warmup, rounds, amp, channels_last: the measurement.
+
+    Returns:
+        ``{"trainer": {"images_per_s", "data_share"}, "plain": {...}, "ratio": trainer/plain,
+        "img_size", "batch_size", "threads", "precision"}``; ``data_share`` is the fraction of
+        step time spent producing the batch.
+    """
+    from .data import CachedImages, resize_center
+    from .train import TrainConfig, build_trainer
+    from .train.step import batch_generator, classification_loss, timed_step
+
+    if steps < 1 or warmup < 0 or rounds < 1:
+        raise ValueError("steps and rounds must be >= 1 and warmup >= 0")
+    if data is None:
+        g = torch.Generator().manual_seed(0)
+        n = max(512, batch_size * 4)
+        data = CachedImages(torch.randint(0, 256, (n, 3, img_size + 16, img_size + 16),
+                                          dtype=torch.uint8, generator=g),
+                            torch.randint(0, 10, (n,), generator=g),
+                            [str(i) for i in range(10)])
+    cpu = torch.device("cpu")
+    config = TrainConfig(model=model, batch_size=batch_size, img_size=img_size, amp=amp,
+                         channels_last=channels_last, ema_decay=0.999, epochs=1000,
+                         warmup_epochs=0)
+    dtype = amp_dtype(amp, cpu)
+
+    def make():
+        torch.manual_seed(0)
+        net = create_model(model, num_classes=len(data.classes)).train()
+        return net.to(memory_format=torch.channels_last) if channels_last else net
+
+    def run_plain(net, opt, n_steps, g):
+        data_t = total = 0.0
+        src = data.images.shape[-1]
+        for _ in range(n_steps):
+            t0 = time.perf_counter()
+            idx = torch.randint(0, len(data), (batch_size,), generator=g)
+            top, left = torch.randint(0, src - img_size + 1, (2,), generator=g).tolist()
+            x = data.images[idx, :, top:top + img_size, left:left + img_size]
+            if torch.rand(1, generator=g).item() < 0.5:
+                x = x.flip(3)
+            x = resize_center(x, img_size)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            y = data.labels[idx]
+            t1 = time.perf_counter()
+            with autocast(cpu, dtype):
+                out = net(x)
+            loss = classification_loss(out, y, 0.1)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            data_t += t1 - t0
+            total += time.perf_counter() - t0
+        return data_t, total
+
+    step_count = [0]
+
+    def run_trainer(trainer, n_steps, g):
+        data_t = total = 0.0
+        for _ in range(n_steps):
+            idx = torch.randint(0, len(data), (batch_size,), generator=g)
+            gen = batch_generator(0, 0, step_count[0], 0)
+            step_count[0] += 1
+            _, d, t = timed_step(trainer, data, idx, img_size, config, gen, cpu)
+            data_t += d
+            total += t
+        return data_t, total
+
+    plain_net = make()
+    plain_opt = torch.optim.AdamW(plain_net.parameters(), lr=1e-3, weight_decay=0.05)
+    trainer = build_trainer(config, make(), steps_per_epoch=100, device=cpu)
+    g = torch.Generator().manual_seed(1)
+    run_plain(plain_net, plain_opt, warmup, g)
+    run_trainer(trainer, warmup, g)
+    best: dict = {"plain": None, "trainer": None}
+    for _ in range(rounds):
+        for name in ("plain", "trainer"):
+            d, t = (run_plain(plain_net, plain_opt, steps, g) if name == "plain" else
+                    run_trainer(trainer, steps, g))
+            if best[name] is None or t < best[name][1]:
+                best[name] = (d, t)
+    result = {name: {"images_per_s": steps * batch_size / t, "data_share": d / t}
+              for name, (d, t) in best.items()}
+    result.update({"ratio": result["trainer"]["images_per_s"] / result["plain"]["images_per_s"],
+                   "img_size": img_size, "batch_size": batch_size,
+                   "threads": torch.get_num_threads(),
+                   "precision": str(dtype or torch.float32)})
+    return result
+
+
 def run_train(model: str = "swiftformer_xs", quick: bool = False, data_root=None,
               cache_size: int = 176, cache_dir=None, **kwargs) -> dict:
-    """Training throughput via :func:`swiftlearn.train.benchmark_throughput`.
+    """The ``train`` suite: :func:`benchmark_throughput`, on real images when ``data_root``.
 
     With ``data_root`` (an Imagenette root) both loops read the real training images from the
     decoded cache at ``cache_size`` px (built on first use); without it, synthetic images.
     """
-    try:
-        from .train import benchmark_throughput
-    except ImportError as e:
-        raise RuntimeError("the train suite needs swiftlearn.train.benchmark_throughput "
-                           f"({e})") from e
     if quick:
         kwargs = {"steps": 2, "warmup": 1, "rounds": 1, "batch_size": 8, **kwargs}
     settings = {"model": model, **kwargs, "data": "synthetic"}

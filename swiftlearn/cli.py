@@ -12,10 +12,12 @@ import importlib
 import platform
 import sys
 
+from .utils import run_command
+
 # (module, attribute) of each command's registrar, in the order `--help` lists them
 _COMMANDS = (
-    ("swiftlearn.train", "add_cli"),
-    ("swiftlearn.export", "add_cli"),
+    ("swiftlearn.train.cli", "add_cli"),
+    ("swiftlearn.export.cli", "add_cli"),
     ("swiftlearn.bench", "add_cli"),
 )
 
@@ -54,16 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    try:
-        return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"swiftlearn {args.command}: error: {e}", file=sys.stderr)
-        return 1
+    return run_command(build_parser(), argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -52,6 +52,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .utils import IMAGENET_MEAN, IMAGENET_STD, atomic_write, atomic_write_json, normalize
+
+# normalize, IMAGENET_MEAN and IMAGENET_STD live in swiftlearn.utils; re-exported here for the
+# notebooks and old code that import them from swiftlearn.data
+
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -79,8 +84,6 @@ __all__ = [
     "train_transform",
 ]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 #: Imagenette's ten ImageNet classes: (WordNet id, readable name), in sorted wnid order.
 IMAGENETTE_CLASSES: tuple[tuple[str, str], ...] = (
@@ -299,15 +302,16 @@ def _md5(path: Path, chunk: int = 1 << 20) -> str:
 def _fetch(url: str, dest: Path, progress: bool, timeout: float) -> None:
     from tqdm.auto import tqdm
 
-    tmp = dest.with_name(dest.name + ".part")
-    with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
-        total = int(response.headers.get("Content-Length") or 0) or None
-        with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name,
-                  disable=not progress) as bar:
-            while block := response.read(1 << 20):
-                out.write(block)
-                bar.update(len(block))
-    os.replace(tmp, dest)
+    def stream(tmp: Path) -> None:
+        with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name,
+                      disable=not progress) as bar:
+                while block := response.read(1 << 20):
+                    out.write(block)
+                    bar.update(len(block))
+
+    atomic_write(dest, stream)
 
 
 def download_imagenette(size: str = "320", root: str | os.PathLike | None = None, *,
@@ -627,24 +631,17 @@ def load_cached(root=None, split: str = "train", size: int = 176, *, noise: int 
     out = out[ok]
     labels = [y for (_, y), good in zip(samples, ok) if good]
     paths = [str(p.relative_to(root)) for p, good in zip(files, ok) if good]
-    tmp = npy.with_name(npy.name + f".{os.getpid()}.tmp.npy")
-    np.save(tmp, out)
-    os.replace(tmp, npy)
-    tmp_meta = meta_path.with_name(meta_path.name + f".{os.getpid()}.tmp")
-    tmp_meta.write_text(json.dumps({"root": str(root), "split": split, "size": size,
-                                    "noise": noise, "labels": labels, "paths": paths,
-                                    "skipped": skipped, "wnids": wnids}))
-    os.replace(tmp_meta, meta_path)
+
+    def save_array(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.save adds no ".npy" suffix
+            np.save(f, out)
+
+    atomic_write(npy, save_array)
+    atomic_write_json({"root": str(root), "split": split, "size": size, "noise": noise,
+                       "labels": labels, "paths": paths, "skipped": skipped, "wnids": wnids},
+                      meta_path, indent=None)
     return CachedImages(torch.from_numpy(out), torch.tensor(labels), class_names(wnids), paths,
                         skipped)
-
-
-def normalize(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (0-255) or float (0-1) ``[B, 3, H, W]`` -> ImageNet-normalised float32."""
-    x = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
-    return (x - mean) / std
 
 
 def random_resized_crop_flip(images: torch.Tensor, size: int,

@@ -31,6 +31,7 @@ __all__ = [
     "IMAGENET_STD",
     "MissingExtraError",
     "amp_dtype",
+    "atomic_write",
     "atomic_torch_save",
     "atomic_write_bytes",
     "atomic_write_json",
@@ -40,6 +41,7 @@ __all__ = [
     "normalize",
     "normalize_pixels",
     "require",
+    "run_command",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -53,7 +55,9 @@ def _temporary_sibling(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
-def _atomic(path: str | os.PathLike, write) -> Path:
+def atomic_write(path: str | os.PathLike, write) -> Path:
+    """Call ``write(tmp)`` on a temporary sibling of ``path``, then move it into place with
+    ``os.replace``; on any error the temporary file is removed and ``path`` is untouched."""
     path = Path(path)
     tmp = _temporary_sibling(path)
     try:
@@ -67,12 +71,12 @@ def _atomic(path: str | os.PathLike, write) -> Path:
 
 def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> Path:
     """Write ``data`` to ``path`` atomically (temporary sibling, then ``os.replace``)."""
-    return _atomic(path, lambda tmp: tmp.write_bytes(data))
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
     """Write ``text`` to ``path`` atomically."""
-    return _atomic(path, lambda tmp: tmp.write_text(text))
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def atomic_write_json(obj, path: str | os.PathLike, indent: int | None = 1) -> Path:
@@ -82,7 +86,7 @@ def atomic_write_json(obj, path: str | os.PathLike, indent: int | None = 1) -> P
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
     """``torch.save(obj, path)`` atomically."""
-    return _atomic(path, lambda tmp: torch.save(obj, tmp))
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 # ------------------------------------------------------------------------- precision
@@ -173,3 +177,22 @@ def require(module: str, purpose: str | None = None):
         how = f'pip install -e ".[{extra}]"' if extra else f"pip install {top}"
         what = f" ({purpose})" if purpose else ""
         raise MissingExtraError(f"{top} is not installed{what}; install it with `{how}`") from e
+
+
+# ------------------------------------------------------------------------- command line
+
+
+def run_command(parser, argv=None) -> int:
+    """Parse ``argv`` and run the chosen sub-command's ``func``; a user error (``ValueError``,
+    ``FileNotFoundError``, ``RuntimeError``) becomes one line on stderr and exit status 1."""
+    import sys
+
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"{parser.prog} {args.command}: error: {e}", file=sys.stderr)
+        return 1

@@ -6,6 +6,7 @@ import json
 import sys
 
 import pytest
+import torch
 
 from swiftlearn import bench
 from swiftlearn.cli import build_parser
@@ -95,7 +96,7 @@ def test_cli_is_registered_and_runs(monkeypatch, tmp_path):
 
 
 def test_train_suite_calls_benchmark_throughput(monkeypatch, tmp_path):
-    import swiftlearn.train as train
+    import swiftlearn.bench as bench
 
     calls = {}
 
@@ -104,7 +105,7 @@ def test_train_suite_calls_benchmark_throughput(monkeypatch, tmp_path):
         return {"plain": {"images_per_s": 10.0, "data_share": 0.1},
                 "trainer": {"images_per_s": 9.0, "data_share": 0.2}, "ratio": 0.9}
 
-    monkeypatch.setattr(train, "benchmark_throughput", fake)
+    monkeypatch.setattr(bench, "benchmark_throughput", fake)
     args = build_parser().parse_args(["bench", "--suite", "train", "--quick", "--models", "s",
                                       "--out", str(tmp_path)])
     assert args.func(args) == 0
@@ -124,3 +125,37 @@ def test_train_suite_calls_benchmark_throughput(monkeypatch, tmp_path):
     assert isinstance(calls["data"], CachedImages) and len(calls["data"]) == 20
     assert tuple(calls["data"].images.shape[-2:]) == (176, 176)
     assert "Imagenette train (20 images" in (tmp_path / "train.md").read_text()
+
+
+def _tiny_images():
+    from swiftlearn.data import CachedImages
+
+    g = torch.Generator().manual_seed(0)
+    return CachedImages(torch.randint(0, 256, (16, 3, 40, 40), dtype=torch.uint8, generator=g),
+                        torch.arange(16) % 4, [f"class{i}" for i in range(4)])
+
+
+def test_benchmark_throughput_times_the_trainers_step_and_a_plain_loop(monkeypatch):
+    from swiftlearn.bench import benchmark_throughput
+    from swiftlearn.train import step as train_step_module
+
+    calls = []
+    real = train_step_module.train_step
+
+    def counting(trainer, batch):
+        calls.append(len(batch.y))
+        return real(trainer, batch)
+
+    # the trainer side must run the very step fit() runs
+    monkeypatch.setattr(train_step_module, "train_step", counting)
+    r = benchmark_throughput(data=_tiny_images(), img_size=32, batch_size=4, steps=2,
+                             warmup=1, rounds=1)
+    for name in ("trainer", "plain"):
+        assert r[name]["images_per_s"] > 0 and 0 <= r[name]["data_share"] < 1
+    assert r["ratio"] > 0 and r["img_size"] == 32
+    assert calls == [4, 4, 4]  # one warm-up and two timed steps, all through train_step
+    off = benchmark_throughput(data=_tiny_images(), img_size=32, batch_size=4, steps=1,
+                               warmup=0, rounds=1, amp="off")
+    assert off["precision"] == "torch.float32"  # the precision reported is the one that ran
+    with pytest.raises(ValueError, match="steps"):
+        benchmark_throughput(steps=0)

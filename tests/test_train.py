@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import subprocess
@@ -16,6 +17,11 @@ from torch import nn
 
 from swiftlearn import train as T
 from swiftlearn.data import CachedImages, synthetic_imagenette
+from swiftlearn.model import create_model
+from swiftlearn.train import cli as train_cli
+from swiftlearn.train.config import parse_schedule
+from swiftlearn.train.step import classification_loss, lr_factor
+from swiftlearn.train.threads import ThreadPicker
 
 
 def tiny_data(n: int = 40, classes: int = 4, size: int = 40, seed: int = 0) -> CachedImages:
@@ -48,9 +54,9 @@ def test_config_validation_sizes_and_round_trip():
     assert T.TrainConfig(img_size=160).size_at(5) == 160
     budget = T.TrainConfig(time_budget_min=10, resize_schedule=[[0, 96], [50, 128]])
     assert budget.size_at(99, 0.49) == 96 and budget.size_at(0, 0.5) == 128
-    assert T.TrainConfig.from_dict(json.loads(json.dumps(
-        dataclass_dict := T.asdict(c)))) == c and dataclass_dict["resize_schedule"] == [[0, 112],
-                                                                                         [10, 128]]
+    saved = dataclasses.asdict(c)
+    assert T.TrainConfig.from_dict(json.loads(json.dumps(saved))) == c
+    assert saved["resize_schedule"] == [[0, 112], [10, 128]]
     for bad in (dict(epochs=0), dict(batch_size=1), dict(amp="fp8"), dict(noise=3),
                 dict(img_size=16), dict(resize_schedule=[[5, 64], [0, 96]]), dict(ema_decay=1)):
         with pytest.raises(ValueError, match="TrainConfig"):
@@ -60,7 +66,7 @@ def test_config_validation_sizes_and_round_trip():
 
 
 def test_lr_schedule_warmup_then_cosine():
-    f = T._lr_lambda(warmup_steps=4, total_steps=20, min_ratio=0.01)
+    f = lr_factor(warmup_steps=4, total_steps=20, min_ratio=0.01)
     values = [f(s) for s in range(21)]
     assert values[:4] == [0.25, 0.5, 0.75, 1.0] and values[4] == 1.0
     assert all(a >= b for a, b in zip(values[4:], values[5:]))
@@ -73,12 +79,12 @@ def test_loss_on_both_heads_and_hard_distillation():
     y = torch.tensor([0, 1, 2])
     head, dist = torch.randn(3, 4), torch.randn(3, 4)
     ce = nn.functional.cross_entropy
-    assert T._loss((head, dist), y, 0.0) == pytest.approx(float(0.5 * (ce(head, y)
+    assert classification_loss((head, dist), y, 0.0) == pytest.approx(float(0.5 * (ce(head, y)
                                                                        + ce(dist, y))))
     teacher = torch.tensor([3, 3, 3])
-    assert T._loss((head, dist), y, 0.1, teacher) == pytest.approx(float(
+    assert classification_loss((head, dist), y, 0.1, teacher) == pytest.approx(float(
         0.5 * (ce(head, y, label_smoothing=0.1) + ce(dist, teacher, label_smoothing=0.1))))
-    assert T._loss(head, y, 0.0) == pytest.approx(float(ce(head, y)))
+    assert classification_loss(head, y, 0.0) == pytest.approx(float(ce(head, y)))
 
 
 def test_loss_on_a_mixed_batch_weights_both_label_sets():
@@ -87,12 +93,12 @@ def test_loss_on_a_mixed_batch_weights_both_label_sets():
     head, dist = torch.randn(4, 4), torch.randn(4, 4)
     ce = nn.functional.cross_entropy
     mixed = 0.7 * ce(head, y, label_smoothing=0.1) + 0.3 * ce(head, y[perm], label_smoothing=0.1)
-    assert T._loss(head, y, 0.1, perm=perm, lam=0.7) == pytest.approx(float(mixed))
+    assert classification_loss(head, y, 0.1, perm=perm, lam=0.7) == pytest.approx(float(mixed))
     mixed_dist = 0.7 * ce(dist, y) + 0.3 * ce(dist, y[perm])
-    assert T._loss((head, dist), y, 0.0, perm=perm, lam=0.7) == pytest.approx(float(
+    assert classification_loss((head, dist), y, 0.0, perm=perm, lam=0.7) == pytest.approx(float(
         0.5 * (0.7 * ce(head, y) + 0.3 * ce(head, y[perm]) + mixed_dist)))
     teacher = torch.tensor([1, 1, 1, 1])  # the teacher labels the mixed image as a whole
-    assert T._loss((head, dist), y, 0.0, teacher, perm, 0.7) == pytest.approx(float(
+    assert classification_loss((head, dist), y, 0.0, teacher, perm, 0.7) == pytest.approx(float(
         0.5 * (0.7 * ce(head, y) + 0.3 * ce(head, y[perm]) + ce(dist, teacher))))
     with pytest.raises(ValueError, match="mix_prob"):
         T.TrainConfig(mixup=0.2, mix_prob=1.5)
@@ -125,7 +131,7 @@ def test_evaluate_top1_top5_per_class_confusion():
 
 
 def test_evaluate_cached_images():
-    model = T.create_model("swiftformer_xs", num_classes=4).eval()
+    model = create_model("swiftformer_xs", num_classes=4).eval()
     m = T.evaluate(model, tiny_data(12), 32, batch_size=5)
     assert m["n"] == 12 and len(m["confusion"]) == 4 and m["classes"][0] == "class0"
     assert 0 <= m["top1"] <= m["top5"] <= 100
@@ -171,7 +177,7 @@ def test_fit_writes_history_checkpoint_and_weights(tmp_path):
 
 
 def test_fit_without_ema_and_with_a_teacher(tmp_path):
-    teacher = T.create_model("swiftformer_xs", num_classes=4).eval()
+    teacher = create_model("swiftformer_xs", num_classes=4).eval()
     data = tiny_data(24)
     result = T.fit(tiny_config(tmp_path, epochs=1, ema_decay=0.0, amp="off",
                                channels_last=False, label_smoothing=0.0),
@@ -261,7 +267,7 @@ def test_auto_threads_picks_one_or_all(tmp_path):
 def test_thread_picker_follows_the_faster_setting():
     before = torch.get_num_threads()
     try:
-        picker = T._ThreadPicker(4, steps=2, every=100)
+        picker = ThreadPicker(4, steps=2, every=100)
         picker.new_epoch()
         picker.after_step(9.0)  # warm-up step: ignored
 
@@ -294,12 +300,13 @@ def test_cli_train_resume_and_evaluate(tmp_path, capsys):
     root = synthetic_imagenette(tmp_path / "root", per_class=2, size=40)
     out, cache = tmp_path / "run", tmp_path / "cache"
     common = ["--data", str(root), "--cache-dir", str(cache), "--cache-size", "40", "--quiet"]
-    assert T.main(["train", *common, "--epochs", "1", "--batch-size", "10", "--img-size", "32",
-                   "--out", str(out), "--threads", "1", "--progressive", "0:32"]) == 0
+    assert train_cli.main(["train", *common, "--epochs", "1", "--batch-size", "10",
+                           "--img-size", "32", "--out", str(out), "--threads", "1",
+                           "--progressive", "0:32"]) == 0
     assert "final val top1" in capsys.readouterr().out
-    assert T.main(["train", "--resume", str(out), "--epochs", "3"]) == 1
+    assert train_cli.main(["train", "--resume", str(out), "--epochs", "3"]) == 1
     assert "epochs: checkpoint 1 != now 3" in capsys.readouterr().err
-    assert T.main(["evaluate", "--checkpoint", str(out / "final_fp16.pt"), "--quiet",
+    assert train_cli.main(["evaluate", "--checkpoint", str(out / "final_fp16.pt"), "--quiet",
                    "--json", str(tmp_path / "m.json")]) == 0
     printed = capsys.readouterr().out
     assert "top-1" in printed and "parachute" in printed
@@ -307,19 +314,9 @@ def test_cli_train_resume_and_evaluate(tmp_path, capsys):
     parser = build_parser()
     args = parser.parse_args(["train", "--epochs", "2", "--progressive", "0:96,5:128"])
     assert args.epochs == 2 and args.resize_schedule == [[0, 96], [5, 128]]
-    assert parser.parse_args(["evaluate", "--checkpoint", "x.pt"]).func is T._cmd_evaluate
+    assert parser.parse_args(["evaluate", "--checkpoint", "x.pt"]).func is train_cli._cmd_evaluate
     with pytest.raises(ValueError, match="EPOCH:SIZE"):
-        T._parse_schedule("112,128")
-
-
-def test_benchmark_throughput_reports_both_loops():
-    r = T.benchmark_throughput(data=tiny_data(16, size=40), img_size=32, batch_size=4, steps=2,
-                               warmup=1, rounds=1)
-    for name in ("trainer", "plain"):
-        assert r[name]["images_per_s"] > 0 and 0 <= r[name]["data_share"] < 1
-    assert r["ratio"] > 0 and r["img_size"] == 32
-    with pytest.raises(ValueError, match="steps"):
-        T.benchmark_throughput(steps=0)
+        parse_schedule("112,128")
 
 
 _DDP_SCRIPT = textwrap.dedent("""

@@ -1,0 +1,54 @@
+"""Training SwiftFormer on Imagenette: a config, one step, a loop, checkpoints that resume exactly.
+
+``fit(TrainConfig(...))`` trains from the decoded uint8 cache (:func:`swiftlearn.data.load_cached`)
+with batched tensor augmentation (random resized crop + flip), AdamW, linear warm-up then cosine
+decay (per step), label smoothing on both heads, gradient clipping, optional EMA of the weights,
+bf16 autocast on CPUs with bf16 instructions, ``channels_last``, optional progressive resizing,
+optional mixup / CutMix (:func:`swiftlearn.data.mix_batch`), stochastic depth, and optional hard
+distillation from a teacher (DeiT style: the distillation head learns the teacher's argmax).
+Under ``torchrun`` the same code runs with DistributedDataParallel; rank 0 logs and writes
+checkpoints.
+
+A run folder holds ``last.pt`` (written atomically: model, EMA, optimizer, scheduler, scaler, RNG
+states, epoch, step and the config), ``config.json``, ``history.json`` / ``history.csv`` (one row
+per epoch), ``train.log`` and, at the end, ``final_fp16.pt``. ``fit(config, resume=True)``
+continues from ``last.pt`` and ends with the same weights as an uninterrupted run.
+
+One concept per module:
+
+================  ============================================================================
+``config``        :class:`TrainConfig` (each option's CLI flag and help in its field metadata)
+``step``          :func:`train_step`, the one step used by :func:`fit` and by ``swiftlearn bench``
+``ema``           :class:`EMA` of the weights
+``loop``          :func:`fit`: epochs, validation, history, checkpoints
+``state``         the checkpoint on disk, resume, RNG states, :func:`export_weights`
+``evaluate``      :func:`evaluate`: top-1/top-5/per-class accuracy, confusion matrix
+``distributed``   ``torchrun`` support
+``threads``       ``threads=-1``: one thread or all, whichever is faster now
+``cli``           ``swiftlearn train`` / ``swiftlearn evaluate``
+================  ============================================================================
+"""
+
+from ..checkpoints import load_trained
+from .config import RESUMABLE_CHANGES, TrainConfig
+from .ema import EMA
+from .evaluate import evaluate
+from .loop import FitResult, fit
+from .state import export_weights
+from .step import Batch, Trainer, build_trainer, make_batch, train_step
+
+__all__ = [
+    "EMA",
+    "RESUMABLE_CHANGES",
+    "Batch",
+    "FitResult",
+    "TrainConfig",
+    "Trainer",
+    "build_trainer",
+    "evaluate",
+    "export_weights",
+    "fit",
+    "load_trained",
+    "make_batch",
+    "train_step",
+]

@@ -1,0 +1,7 @@
+"""``python -m swiftlearn.train train|evaluate ...`` (see :mod:`swiftlearn.train.cli`)."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,116 @@
+"""``swiftlearn train`` and ``swiftlearn evaluate`` (also ``python -m swiftlearn.train``).
+
+The options of ``train`` are generated from :class:`~swiftlearn.train.TrainConfig`'s field
+metadata (:func:`~swiftlearn.train.config.cli_fields`), so the help and the config cannot drift.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from ..checkpoints import load_trained, safe_load, trained_image_size
+from ..data import load_cached
+from ..utils import run_command
+from .config import RESUMABLE_CHANGES, TrainConfig, cli_fields
+from .evaluate import evaluate
+from .loop import fit
+
+__all__ = ["add_cli", "main"]
+
+_TYPES = {"int": int, "float": float, "str": str, "str | None": str}
+
+
+def _option_type(f: dataclasses.Field):
+    return f.metadata.get("parse") or _TYPES.get(str(f.type), str)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    given = {f.name: getattr(args, f.name) for _, f in cli_fields()
+             if getattr(args, f.name) is not None}
+    if not args.channels_last:
+        given["channels_last"] = False
+    path = None
+    if args.resume:
+        path = Path(args.resume)
+        path = path / "last.pt" if path.is_dir() else path
+        if not path.is_file():
+            raise FileNotFoundError(f"--resume: no checkpoint at {path}")
+        saved = safe_load(path)["config"]
+        config = TrainConfig.from_dict({**saved, **given})
+        if "out" not in given:
+            config.out = str(path.parent)
+    else:
+        config = TrainConfig.from_dict(given)
+    result = fit(config, resume=path or False, progress=not args.quiet)
+    if result.history and "val_top1" in result.history[-1]:
+        print(f"final val top1 {result.history[-1]['val_top1']:.2f}%  ->  {result.out}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    ckpt = safe_load(args.checkpoint)
+    config = ckpt.get("config") or {}
+    net = load_trained(args.checkpoint, use_ema=not args.no_ema)
+    data = load_cached(args.data or config.get("data"), args.split,
+                       args.cache_size or config.get("cache_size", 176),
+                       cache_dir=config.get("cache_dir"), progress=not args.quiet)
+    size = args.img_size or trained_image_size(ckpt) or 224
+    m = evaluate(net, data, size, batch_size=args.batch_size, crop_pct=args.crop_pct,
+                 progress=not args.quiet)
+    if args.json:
+        Path(args.json).write_text(json.dumps(m, indent=1))
+    print(f"{args.split}: top-1 {m['top1']:.2f}%  top-5 {m['top5']:.2f}%  loss {m['loss']:.4f}  "
+          f"({m['n']} images at {size}px)")
+    for name, a in zip(m["classes"], m["per_class"]):
+        print(f"  {name:18s} {a:6.2f}%")
+    return 0
+
+
+def add_cli(subparsers) -> None:
+    """Register ``swiftlearn train`` and ``swiftlearn evaluate``."""
+    resumable = ", ".join("--" + n.replace("_", "-") for n in RESUMABLE_CHANGES
+                          if n != "checkpoint_every_steps")
+    p = subparsers.add_parser("train", help="train a SwiftFormer on Imagenette",
+                              description="Train with swiftlearn.train.fit. With --resume, the "
+                              "saved config is used; options given must not change it, except "
+                              f"{resumable}.")
+    for flag, f in cli_fields():
+        default = f.default
+        shown = (f" (default: {default})" if default not in (None, dataclasses.MISSING)
+                 and not isinstance(default, list) else "")
+        p.add_argument(flag, dest=f.name, type=_option_type(f), default=None,
+                       help=f.metadata["help"] + shown)
+    p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
+    p.add_argument("--resume", default=None, metavar="RUN_OR_CKPT",
+                   help="continue a run folder (its last.pt) or a checkpoint file")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_train, channels_last=True)
+
+    e = subparsers.add_parser("evaluate", help="top-1/top-5/per-class accuracy of a checkpoint")
+    e.add_argument("--checkpoint", required=True, help="last.pt or an exported weights file")
+    e.add_argument("--data", default=None, help="Imagenette root (default: the run's)")
+    e.add_argument("--split", default="val", choices=("train", "val"))
+    e.add_argument("--img-size", type=int, default=0, help="default: the run's final size")
+    e.add_argument("--crop-pct", type=float, default=1.0)
+    e.add_argument("--cache-size", type=int, default=0)
+    e.add_argument("--batch-size", type=int, default=128)
+    e.add_argument("--no-ema", action="store_true", help="evaluate the raw weights, not the EMA")
+    e.add_argument("--json", default=None, help="also write the metrics to this file")
+    e.add_argument("--quiet", action="store_true")
+    e.set_defaults(func=_cmd_evaluate)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m swiftlearn.train train|evaluate ...``: the same commands as ``swiftlearn``,
+    without importing the other command modules (used by long background runs)."""
+    parser = argparse.ArgumentParser(prog="python -m swiftlearn.train")
+    add_cli(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
+    return run_command(parser, argv)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
