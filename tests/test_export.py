@@ -1,6 +1,6 @@
 """Core ML and ONNX export: the saved artefacts compute what the PyTorch model computes.
 
-The Core ML packages are read back from disk and evaluated by swiftlearn.mil's interpreter (no Mac
+The Core ML packages are read back from disk and evaluated by swiftlearn.export.mil (no Mac
 needed); a perturbed weight must make the check fail. Small random SwiftFormer-XS models at 64x64
 keep this fast; one float16 round trip runs at 224x224 on real photos.
 """
@@ -17,9 +17,11 @@ pytest.importorskip("coremltools", reason="needs the export extra: pip install -
 
 from helpers import randomize_  # noqa: E402
 
-from swiftlearn import cli, export, mil  # noqa: E402
-from swiftlearn.data import IMAGENET_STD, IMAGENETTE_CLASSES, load_photos  # noqa: E402
+from swiftlearn import cli, export  # noqa: E402
+from swiftlearn.data import IMAGENETTE_CLASSES, load_photos  # noqa: E402
+from swiftlearn.export import mil  # noqa: E402
 from swiftlearn.model import create_model  # noqa: E402
+from swiftlearn.utils import IMAGENET_STD  # noqa: E402
 
 pytestmark = [pytest.mark.export,
               pytest.mark.filterwarnings("ignore::DeprecationWarning:coremltools.*")]
@@ -31,9 +33,9 @@ def _model(size: int, seed: int = 0) -> torch.nn.Module:
     """A random XS whose every tensor matters, heads scaled so logits spread like a trained
     10-class model's (std ~3): the fp16 tolerance is an absolute one on logits."""
     model = randomize_(create_model("swiftformer_xs", num_classes=10), seed).eval()
-    pixels = export._pixels(None, [(size, size)], 8, seed=1)
+    pixels = export.sample_pixels(None, [(size, size)], 8, seed=1)
     with torch.no_grad():
-        spread = torch.cat([model(export.normalize(p)) for p in pixels]).std()
+        spread = torch.cat([model(export.normalize_pixels(p)) for p in pixels]).std()
         for head in (model.head, model.dist_head):
             head.weight.mul_(3 / spread)
             head.bias.mul_(3 / spread)
@@ -95,10 +97,10 @@ def test_fp16_round_trip_at_224_on_photos(outdir):
 
 def test_interpreter_label_is_pytorch_argmax(pkg32, model64):
     interp = mil.MilInterpreter(mil.load_program(pkg32))
-    pixels = export._pixels(None, [(96, 96)], 1, seed=5)[0]
+    pixels = export.sample_pixels(None, [(96, 96)], 1, seed=5)[0]
     out = interp.run({"image": pixels.numpy()})
     with torch.no_grad():
-        logits = model64(export.normalize(pixels))
+        logits = model64(export.normalize_pixels(pixels))
     assert out["classLabel"] == NAMES[int(logits.argmax())]
     assert sum(out["classLabel_probs"].values()) == pytest.approx(1.0, abs=1e-5)
 
@@ -109,9 +111,9 @@ def test_one_perturbed_weight_in_the_package_fails_the_check(pkg32, model64):
     interp = mil.MilInterpreter(mil.load_program(pkg32))
     convs = [op for op in interp.function.operations if op.op_type == "conv"]
     weight = convs[5].inputs["weight"].name
-    pixels = export._pixels(None, [(64, 64)], 1, seed=2)[0]
+    pixels = export.sample_pixels(None, [(64, 64)], 1, seed=2)[0]
     with torch.no_grad():
-        ref = model64(export.normalize(pixels)).numpy()
+        ref = model64(export.normalize_pixels(pixels)).numpy()
     name = interp.logits_name()
     before = interp.run({"image": pixels.numpy()}, fetch=[name])[name]
     assert np.abs(before - ref).max() <= export.FP32_TOLERANCE
@@ -180,7 +182,7 @@ def test_imagetype_approximation_is_off_per_channel():
     scale, bias = export.imagetype_approximation()
     pixels = torch.randint(0, 256, (1, 3, 8, 8)).float()
     approx = pixels * scale + torch.tensor(bias).view(1, 3, 1, 1)
-    exact = export.normalize(pixels)
+    exact = export.normalize_pixels(pixels)
     # one scale: channel c comes out multiplied by std_c / mean(std) around its mean
     ratio = (approx - approx.mean((2, 3), keepdim=True)) / (exact - exact.mean((2, 3), True))
     torch.testing.assert_close(ratio.mean((0, 2, 3)),
@@ -253,15 +255,23 @@ def test_onnx_gelus_are_in_the_form_onnxruntime_fuses(onnx_path, tmp_path):
     onnx = pytest.importorskip("onnx")
     graph = onnx.load(str(onnx_path)).graph
     assert sum(n.op_type == "Erf" for n in graph.node) == 20  # 20 GELUs in XS, spelled out
-    assert export._reorder_gelu(graph) == 0  # already reordered by to_onnx
+    assert export.reorder_gelu(graph) == 0  # already reordered by to_onnx
     gelu = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.GELU(),
                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()).eval()
     x = torch.randn(2, 3, 40, 40)
     raw = export.to_onnx(gelu, tmp_path / "raw.onnx", 40, fusable_gelu=False)
-    assert export._reorder_gelu(onnx.load(str(raw)).graph) == 1  # the exporter's order
+    assert export.reorder_gelu(onnx.load(str(raw)).graph) == 1  # the exporter's order
     fused = export.to_onnx(gelu, tmp_path / "fused.onnx", 40)
     np.testing.assert_allclose(export.OnnxRunner(fused)(x), export.OnnxRunner(raw)(x),
                                atol=1e-6, rtol=0)
+
+
+def test_session_options_are_the_measured_setting():
+    pytest.importorskip("onnxruntime")
+    options = export.session_options(3)
+    assert options.intra_op_num_threads == 3 and options.inter_op_num_threads == 1
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        export.session_options(0)
 
 
 def test_onnx_perturbed_model_fails(onnx_path):
@@ -291,6 +301,22 @@ def test_cli_exports_and_verifies_coreml(checkpoint, outdir, capsys):
     assert "MIL interpreter (float32)" in printed and "OK" in printed
     info = export.inspect_coreml(out)
     assert info.labels == NAMES and info.inputs[0]["shape"] == [64, 64]  # size from the config
+
+
+def test_cli_uses_the_checkpoints_normalisation(model64, outdir, capsys):
+    # a trained-weights file records mean/std: the package normalises with them, and the check
+    # against PyTorch (which would fail with ImageNet's) uses them too
+    path = outdir / "xs_stats.pt"
+    torch.save({"model": model64.state_dict(), "config": {"model": "swiftformer_xs"},
+                "eval_size": 64, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}, path)
+    out = outdir / "cli_stats.mlpackage"
+    code = cli.main(["export", "--checkpoint", str(path), "--format", "coreml", "--out",
+                     str(out), "--precision", "float32"])
+    assert code == 0, capsys.readouterr().err
+    assert "OK" in capsys.readouterr().out
+    meta = export.inspect_coreml(out).metadata
+    assert meta["swiftlearn.mean"] == "0.5,0.5,0.5" and meta["swiftlearn.std"] == "0.25,0.25,0.25"
+    assert meta["swiftlearn.image_size"] == "64x64"  # the file's eval_size
 
 
 def test_cli_exports_onnx(checkpoint, outdir, capsys):

@@ -35,7 +35,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["OPS", "MilInterpreter", "load_program", "op_histogram", "register_op"]
+from ..utils import require
+
+__all__ = ["OPS", "MilInterpreter", "dtype_name", "load_program", "op_histogram", "register_op"]
 
 #: MIL op type -> handler ``f(**inputs) -> value or tuple of values``.
 OPS: dict[str, Callable[..., Any]] = {}
@@ -57,12 +59,8 @@ def load_program(path: str | os.PathLike):
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no Core ML package at {path}")
-    try:
-        import coremltools as ct
-        from coremltools.converters.mil.frontend.milproto.load import load as milproto_load
-    except ImportError as e:
-        raise ImportError('reading a Core ML package needs coremltools: pip install -e ".[export]"'
-                          ) from e
+    ct = require("coremltools", "reading a Core ML package")
+    milproto_load = require("coremltools.converters.mil.frontend.milproto.load").load
     mlmodel = ct.models.MLModel(str(path), skip_model_load=True)
     spec = mlmodel.get_spec()
     if spec.WhichOneof("Type") != "mlProgram":
@@ -79,7 +77,9 @@ def op_histogram(program, include_const: bool = False) -> Counter:
 
 # --- values -------------------------------------------------------------------------------------
 
-def _dtype_name(var) -> str:
+def dtype_name(var) -> str:
+    """A MIL value's element type as coremltools spells it: ``"fp16"``, ``"fp32"``, ``"int32"``,
+    ``"bool"``, ...; ``"other"`` for non-numeric values (dicts, lists)."""
     from coremltools.converters.mil.mil import types
 
     dtype = var.dtype
@@ -371,9 +371,9 @@ class MilInterpreter:
         if missing:
             listed = ", ".join(f"{name} (x{n})" for name, n in sorted(missing.items()))
             raise NotImplementedError(
-                f"swiftlearn.mil cannot run MIL op(s): {listed}. Add a handler with "
-                "`@swiftlearn.mil.register_op(name)` (see the MIL op reference in coremltools' "
-                "docs), or convert the model without them.")
+                f"swiftlearn.export.mil cannot run MIL op(s): {listed}. Add a handler with "
+                "`@swiftlearn.export.mil.register_op(name)` (see the MIL op reference in "
+                "coremltools' docs), or convert the model without them.")
         # after which op each intermediate value can be dropped (keeps 224x224 runs small)
         self._last_use: dict[str, int] = {}
         for i, op in enumerate(self._ops):
@@ -423,7 +423,7 @@ class MilInterpreter:
                                                 for s, t in zip(shape, value.shape)):
                 raise ValueError(f"input {name!r} has shape {tuple(value.shape)}, the program "
                                  f"expects {tuple(shape)}")
-            env[name] = _conform(value, _dtype_name(var), round_fp16)
+            env[name] = _conform(value, dtype_name(var), round_fp16)
         for i, op in enumerate(self._ops):
             args = {}
             for key, value in op.inputs.items():
@@ -437,7 +437,7 @@ class MilInterpreter:
                 raise NotImplementedError(f"MIL op {op.op_type} ({op.name}): {e}") from e
             results = result if isinstance(result, tuple) else (result,)
             for var, value in zip(op.outputs, results):
-                env[var.name] = _conform(value, _dtype_name(var), round_fp16)
+                env[var.name] = _conform(value, dtype_name(var), round_fp16)
             for var in self._input_vars(op):
                 if self._last_use.get(var.name) == i and var.name not in keep:
                     env.pop(var.name, None)

@@ -1,0 +1,82 @@
+"""Export a SwiftFormer to Core ML (``.mlpackage``) and ONNX, and check both numerically.
+
+One concept per module:
+
+=================  ===============================================================================
+``checks``         what every exporter validates first: the input size, the model, class names
+``coreml``         :func:`to_coreml` (through :class:`NormalizedClassifier`: pixels in,
+                   probabilities out), :func:`inspect_coreml`, :func:`imagetype_approximation`
+``onnx``           :func:`to_onnx`, the :func:`reorder_gelu` graph pass, ONNX Runtime
+                   (:func:`session_options`, :func:`onnxruntime_session`, :class:`OnnxRunner`)
+``mil``            a small interpreter that runs a saved ML Program op by op on any OS
+``verify``         :func:`verify_coreml`, :func:`verify_onnx`: the saved artefact vs PyTorch
+``cli``            ``swiftlearn export``
+=================  ===============================================================================
+
+Core ML packages take RGB pixels 0..255 and normalise inside the program; ONNX graphs take the
+normalised tensor the PyTorch model takes, so they time one-to-one with eager PyTorch.
+Verification needs no Mac: the package is read back and evaluated by :mod:`swiftlearn.export.mil`
+(float32 program <= 1e-4 on logits, float16 program <= 2e-2).
+
+coremltools, onnx, onnxscript and onnxruntime are optional: ``pip install -e ".[export]"``; a
+function that needs a missing one raises :class:`~swiftlearn.utils.MissingExtraError` saying so.
+"""
+
+from __future__ import annotations
+
+from ..checkpoints import trained_image_size
+from ..utils import MissingExtraError, normalize_pixels
+from . import mil
+from .checks import default_labels
+from .cli import add_cli
+from .coreml import (
+    NormalizedClassifier,
+    PackageInfo,
+    imagetype_approximation,
+    import_coremltools,
+    inspect_coreml,
+    read_coreml,
+    to_coreml,
+)
+from .onnx import OnnxRunner, onnxruntime_session, reorder_gelu, session_options, to_onnx
+from .verify import (
+    FP16_TOLERANCE,
+    FP32_TOLERANCE,
+    ParityReport,
+    sample_pixels,
+    verify_coreml,
+    verify_onnx,
+)
+
+#: the name this package used before :class:`~swiftlearn.utils.MissingExtraError` existed
+MissingDependencyError = MissingExtraError
+#: the evaluation size recorded in a checkpoint's metadata (notebooks 04 and 07 use this name)
+checkpoint_image_size = trained_image_size
+
+__all__ = [
+    "FP16_TOLERANCE",
+    "FP32_TOLERANCE",
+    "MissingDependencyError",
+    "MissingExtraError",
+    "NormalizedClassifier",
+    "OnnxRunner",
+    "PackageInfo",
+    "ParityReport",
+    "add_cli",
+    "checkpoint_image_size",
+    "default_labels",
+    "imagetype_approximation",
+    "import_coremltools",
+    "inspect_coreml",
+    "mil",
+    "normalize_pixels",
+    "onnxruntime_session",
+    "read_coreml",
+    "reorder_gelu",
+    "sample_pixels",
+    "session_options",
+    "to_coreml",
+    "to_onnx",
+    "verify_coreml",
+    "verify_onnx",
+]

@@ -1,0 +1,106 @@
+"""``swiftlearn export``: a checkpoint in, a verified ``.mlpackage`` or ``.onnx`` out.
+
+:func:`add_cli` registers the command (``swiftlearn.cli`` assembles one such registrar per
+command). The command loads the checkpoint with :mod:`swiftlearn.checkpoints` (any format it
+reads), takes the class names, the evaluation size and the input normalisation from the
+checkpoint's metadata when it carries them (ImageNet's mean and std otherwise), exports, and
+checks the result against PyTorch unless ``--no-verify``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..checkpoints import load_checkpoint, read_checkpoint, trained_image_size
+from ..utils import IMAGENET_MEAN, IMAGENET_STD, require
+from .checks import default_labels
+from .coreml import import_coremltools, inspect_coreml, to_coreml
+from .onnx import to_onnx
+from .verify import verify_coreml, verify_onnx
+
+__all__ = ["add_cli"]
+
+_EXTRA = 'pip install -e ".[export]"'
+
+
+def _load_for_export(args: argparse.Namespace) -> dict:
+    """The model (eval mode) and what the exporters need, from ``--checkpoint`` and the flags."""
+    path = Path(args.checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}; pass the .pt/.pth file written by "
+                                "`swiftlearn train` (e.g. assets/swiftformer_xs_imagenette.pt)")
+    ckpt = read_checkpoint(path)
+    name = args.model or ckpt.variant
+    if name is None:
+        raise ValueError(f"{path} matches no named variant; pass --model")
+    num_classes = args.num_classes or ckpt.num_classes
+    if not num_classes:
+        raise ValueError(f"{path} has no classifier head; pass --num-classes")
+    model = load_checkpoint(path, model=name, num_classes=num_classes)
+    if args.labels:
+        labels = [s.strip() for s in Path(args.labels).read_text().splitlines() if s.strip()]
+    else:
+        labels = default_labels(num_classes, ckpt.meta.get("classes"))
+    return {"model": model.eval(),
+            "size": int(args.image_size or trained_image_size(ckpt.meta) or 224),
+            "labels": labels,
+            # trained-weights files record their normalisation; older checkpoints used ImageNet's
+            "mean": tuple(ckpt.meta.get("mean") or IMAGENET_MEAN),
+            "std": tuple(ckpt.meta.get("std") or IMAGENET_STD)}
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    fmt = args.format.lower()
+    if fmt not in ("coreml", "onnx"):
+        raise ValueError(f"unknown format {args.format!r}; choose 'coreml' or 'onnx'")
+    # fail on a missing extra before loading anything
+    if fmt == "coreml":
+        import_coremltools()
+    else:
+        require("onnxscript")
+        require("onnxruntime")
+    suffix = ".mlpackage" if fmt == "coreml" else ".onnx"
+    out = Path(args.out)
+    if out.suffix != suffix:
+        raise ValueError(f"--out for --format {fmt} must end in {suffix}, got {out}")
+    loaded = _load_for_export(args)
+    model, size, mean, std = loaded["model"], loaded["size"], loaded["mean"], loaded["std"]
+    if fmt == "coreml":
+        to_coreml(model, out, size, loaded["labels"], args.precision,
+                  enumerated_sizes=args.enumerated_sizes or None, mean=mean, std=std)
+        report = verify_coreml(out, model, n=2, mean=mean, std=std) if args.verify else None
+        print(inspect_coreml(out))
+    else:
+        to_onnx(model, out, size)  # the graph takes normalised input: mean/std stay outside
+        report = verify_onnx(out, model) if args.verify else None
+        print(f"{out}: {out.stat().st_size / 1e6:.2f} MB, input [batch, 3, {size}, {size}]")
+    if report is not None:
+        print(report)
+    return 0
+
+
+def add_cli(subparsers) -> None:
+    """Register ``swiftlearn export``."""
+    p = subparsers.add_parser(
+        "export", help="export a checkpoint to Core ML (.mlpackage) or ONNX, and verify it",
+        description="Export a trained SwiftFormer to Core ML or ONNX and check it numerically "
+                    "against PyTorch (needs the export extra: " + _EXTRA + ").")
+    p.add_argument("--checkpoint", required=True, help="a .pt/.pth checkpoint (any format "
+                   "swiftlearn.checkpoints reads)")
+    p.add_argument("--format", required=True, help="coreml or onnx")
+    p.add_argument("--out", required=True, help="output path (.mlpackage or .onnx)")
+    p.add_argument("--model", default=None, help="variant (default: inferred from the weights)")
+    p.add_argument("--num-classes", type=int, default=None,
+                   help="classifier outputs (default: the checkpoint's)")
+    p.add_argument("--precision", default="float16", choices=["float16", "float32"],
+                   help="Core ML compute precision (default float16)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="input side in pixels (default: the checkpoint's evaluation size, "
+                        "else 224)")
+    p.add_argument("--enumerated-sizes", type=int, nargs="*", default=None,
+                   help="Core ML only: further square sizes the model accepts")
+    p.add_argument("--labels", default=None, help="text file with one class name per line")
+    p.add_argument("--no-verify", dest="verify", action="store_false",
+                   help="skip the numerical check against PyTorch")
+    p.set_defaults(func=_cmd_export)
