@@ -10,7 +10,7 @@ NOTEBOOKS := $(sort $(wildcard notebooks/0*.ipynb))
 export SWIFTLEARN_DATA ?= $(firstword $(wildcard ../shared/data/imagenette2-224))
 
 .DEFAULT_GOAL := help
-.PHONY: help install lab test test-unit test-notebooks test-browser notebooks bench lint format clean
+.PHONY: help install lab test test-unit test-notebooks test-browser notebooks figures bench lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -41,13 +41,31 @@ test: lint test-unit test-notebooks ## ruff + unit tests + notebooks (smoke mode
 test-browser: $(STAMP) ## JupyterLab + headless Chromium: drive the 05 widgets (needs /usr/bin/chromium)
 	$(BIN)/pytest -m browser tests
 
-notebooks: $(STAMP) ## re-execute every notebook in full mode and keep the outputs
+notebooks: $(STAMP) ## re-execute every notebook in full mode (figures -> outputs/figures/)
 	@for nb in $(NOTEBOOKS); do \
 		echo "== $$nb"; \
 		$(BIN)/jupyter nbconvert --to notebook --execute --inplace \
 			--ExecutePreprocessor.timeout=7200 $$nb || exit 1; \
 		$(BIN)/nbstripout --keep-output --keep-count $$nb; \
 	done
+	@echo "figures are in $(FIGURES_OUT)/; \`make figures\` copies the README's into assets/figures/"
+
+# the figures README.md shows, and where full notebook runs write them (ignored by git)
+README_FIGURES := $(notdir $(shell grep -o 'assets/figures/[A-Za-z0-9_.-]*' README.md | sort -u))
+FIGURES_OUT := outputs/figures
+
+figures: ## after `make notebooks`: refresh the README's figures in assets/figures/
+	@missing=""; for f in $(README_FIGURES); do \
+		test -f $(FIGURES_OUT)/$$f || missing="$$missing $$f"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "make figures: missing in $(FIGURES_OUT)/:$$missing" >&2; \
+		echo "  full-mode notebook runs write them: run \`make notebooks\` first" \
+			"(notebook 06's curves also need the Imagenette data)" >&2; \
+		exit 1; \
+	fi
+	@mkdir -p assets/figures
+	@for f in $(README_FIGURES); do cp -v $(FIGURES_OUT)/$$f assets/figures/$$f; done
 
 bench: $(STAMP) ## latency table against the peers -> assets/bench/
 	$(BIN)/swiftlearn bench --compile --out assets/bench
