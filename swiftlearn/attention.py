@@ -5,7 +5,9 @@ Shape legend (used in every module and notebook of swiftlearn):
     B  batch            C  channels          H, W  spatial size
     N  tokens (= H*W)   D  token dim         h     heads (d = D / h per head)
 
-Comments use arrow style, e.g. ``# [B, N, D] @ [D, 1] -> [B, N, 1]``.
+Comments use arrow style, e.g. ``# [B, N, D] @ [D, 1] -> [B, N, 1]``; rearrangements of axes
+are written with einops, whose patterns say the same thing in code:
+``rearrange(x, "b c h w -> b (h w) c")`` turns a feature map into tokens.
 
 * :class:`MultiHeadSelfAttention`: softmax(Q K^T / sqrt(d)) V, every token against every token,
   O(N^2 D) time and O(N^2) memory for the attention matrix.
@@ -27,6 +29,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 __all__ = [
@@ -49,7 +52,7 @@ def check_tokens(x: torch.Tensor, dim: int, name: str) -> None:
         hint = ""
         if x.dim() == 4:
             hint = (" For an image feature map [B, C, H, W] use "
-                    "`x.flatten(2).transpose(1, 2)` to get [B, H*W, C] tokens.")
+                    "`einops.rearrange(x, 'b c h w -> b (h w) c')` to get [B, H*W, C] tokens.")
         elif x.dim() == 2:
             hint = " For a single sequence [N, D] use `x.unsqueeze(0)`."
         raise ValueError(
@@ -100,9 +103,9 @@ class MultiHeadSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, return_attention: bool = False):
         check_tokens(x, self.dim, type(self).__name__)
-        B, N, _ = x.shape
         # 1. project and split heads: [B, N, 3D] -> 3 x [B, h, N, d]
-        q, k, v = self.qkv(x).view(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3,
+                            h=self.num_heads)
         if return_attention:
             # 2. the explicit N x N matrix, only when a caller wants to look at it
             attn = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # [B, h, N, N]
@@ -112,7 +115,7 @@ class MultiHeadSelfAttention(nn.Module):
             # 2. fused kernel: same maths, never materialises N x N on the CPU
             out = F.scaled_dot_product_attention(q, k, v)
         # 3. merge heads and project: [B, h, N, d] -> [B, N, D]
-        out = self.proj(out.transpose(1, 2).reshape(B, N, self.dim))
+        out = self.proj(rearrange(out, "b h n d -> b n (h d)"))
         return (out, attn) if return_attention else out
 
 

@@ -47,7 +47,7 @@ import torch
 from torch import nn
 
 from .attention import EfficientAdditiveAttention, MultiHeadSelfAttention, SeparableSelfAttention
-from .model import MIN_SIZE, VARIANTS
+from .model import MIN_SIZE, VARIANTS, canonical_name, create_model
 
 __all__ = [
     "BYTES_PER_ELEMENT",
@@ -110,15 +110,6 @@ def _check(mechanism: str, N, D, heads, batch) -> tuple[str, int, int, int, int]
         raise ValueError(f"heads={heads} must divide D={D} (each head gets D / heads dims); "
                          f"try heads in {[h for h in range(1, 17) if D % h == 0]}")
     return mechanism, N, D, heads, batch
-
-
-def _variant(variant: str) -> str:
-    key = str(variant).lower().replace("-", "_")
-    if not key.startswith("swiftformer_"):
-        key = "swiftformer_" + key
-    if key not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; choose one of {sorted(VARIANTS)}")
-    return key
 
 
 # ---------------------------------------------------------------------------------------------
@@ -306,7 +297,7 @@ def model_flops_breakdown(variant: str = "swiftformer_xs", H: int = 224, W: int 
     a SwiftFormer built with ordinary self-attention); ``heads`` only matters for MHSA memory,
     not FLOPs.
     """
-    v = VARIANTS[_variant(variant)]
+    v = VARIANTS[canonical_name(variant)]
     _mechanism(attention)
     num_classes = int(num_classes)
     if num_classes < 0:
@@ -392,7 +383,7 @@ def crossover(against: str = "block", stride: int = 32, dim: int | None = None,
     """
     if against not in ("block", "model"):
         raise ValueError(f"against must be 'block' or 'model', got {against!r}")
-    key = _variant(variant)
+    key = canonical_name(variant)
     steps = _stride_steps(stride)
     if stride not in STRIDES:
         raise ValueError(f"stride must be one of SwiftFormer's stage strides {STRIDES}, "
@@ -495,12 +486,10 @@ def measure_model_flops(variant: str = "swiftformer_xs", H: int = 224, W: int | 
     """FlopCounterMode FLOPs of one eval forward of a freshly built SwiftFormer on
     ``[1, 3, H, W]``; ``attention`` other than ``"additive"`` swaps every encoder's mechanism.
     ``device="meta"`` counts without computing (much faster for the large variants)."""
-    from .model import create_model
-
     W = H if W is None else W
     _mechanism(attention)
     with _device(device):
-        model = create_model(_variant(variant), **kwargs).eval()
+        model = create_model(variant, **kwargs).eval()
         if attention != "additive":
             for block in model.encoders():
                 block.attn = build_attention(attention, block.attn.dim, heads)

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .model import ConvEncoder, Embedding, Mlp, SwiftFormer, SwiftFormerEncoder
+from .model import ConvEncoder, Embedding, Mlp, SwiftFormer, SwiftFormerEncoder, check_images
 
 __all__ = ["FusedSwiftFormer", "fold_bn_after", "fold_bn_before", "fuse", "onednn_available"]
 
@@ -230,17 +230,14 @@ class FusedSwiftFormer(nn.Module):
         self.onednn = onednn
         self.depths, self.widths = model.depths, model.widths
         stem = model.patch_embed
-        self.stem = nn.Sequential(_conv(stem[0], stem[1]), nn.ReLU(inplace=True),
-                                  _conv(stem[3], stem[4]), nn.ReLU(inplace=True))
-        blocks: list[nn.Module] = []
-        for module in model.network:
-            for block in module if isinstance(module, nn.Sequential) else [module]:
-                if isinstance(block, SwiftFormerEncoder):
-                    blocks.append(FusedEncoder(block, onednn))
-                elif isinstance(block, ConvEncoder):
-                    blocks.append(FusedConvBlock(block, onednn))
-                else:
-                    blocks.append(FusedDownsample(block))
+        self.stem = nn.Sequential(_conv(stem.conv1, stem.bn1), nn.ReLU(inplace=True),
+                                  _conv(stem.conv2, stem.bn2), nn.ReLU(inplace=True))
+        blocks: list[nn.Module] = []  # one flat sequence: stage 1, downsample, stage 2, ...
+        for stage in model.stages():
+            blocks += [FusedConvBlock(block, onednn) for block in stage.blocks[:-1]]
+            blocks.append(FusedEncoder(stage.encoder, onednn))
+            if stage.downsample is not None:
+                blocks.append(FusedDownsample(stage.downsample))
         self.blocks = nn.Sequential(*blocks)
         # norm -> mean -> (head + dist_head) / 2, as one linear layer on the pooled features
         head_w, head_b = self._head_weights(model)
@@ -257,8 +254,6 @@ class FusedSwiftFormer(nn.Module):
         weight = torch.stack([h.weight for h in heads]).mean(0)
         return weight, torch.stack([h.bias for h in heads]).mean(0)
 
-    check_input = SwiftFormer.check_input
-
     def train(self, mode: bool = True):
         if mode:
             raise RuntimeError("a fused SwiftFormer is for inference only: its BatchNorms are "
@@ -267,12 +262,12 @@ class FusedSwiftFormer(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last stage's output ``[B, C, H/32, W/32]`` (before the folded norm)."""
-        self.check_input(x)
+        check_images(x, self.in_chans)
         x = _nhwc(self.stem(x.contiguous(memory_format=torch.channels_last)))
         return _nchw(self.blocks(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
+        check_images(x, self.in_chans)
         x = _nhwc(self.stem(x.contiguous(memory_format=torch.channels_last)))
         return self.head(self.blocks(x).mean(dim=(1, 2)))  # [B, H, W, C] -> [B, C] -> logits
 

@@ -4,7 +4,12 @@ Each stage is a stack of :class:`ConvEncoder` blocks ended by one :class:`SwiftF
 (local representation -> efficient additive attention -> MLP); a strided 3x3 conv
 (:class:`Embedding`) halves the resolution between stages. At 224x224 the four stages see
 56x56, 28x28, 14x14 and 7x7 tokens. Module names follow the official checkpoints, so an official
-``.pth`` loads with ``load_state_dict(..., strict=True)``.
+``.pth`` loads with ``load_state_dict(..., strict=True)``: the stem is ``patch_embed`` and the
+stages and embeddings alternate in one list, ``network.0`` (stage 1), ``network.1`` (embedding),
+``network.2`` (stage 2), ... :meth:`SwiftFormer.stages` is the one place that knows that layout.
+
+Also here, for every layer above: the variant table (:data:`VARIANTS`, :func:`canonical_name`,
+:func:`variant_of`) and the input check (:func:`check_images`).
 
 Shape: ``[B, 3, H, W]`` -> logits ``[B, num_classes]`` (eval: the average of the two heads;
 training with distillation: a tuple ``(head, dist_head)``).
@@ -13,26 +18,34 @@ training with distillation: a tuple ``(head, dist_head)``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
+from einops import rearrange
 from torch import nn
 
 from .attention import FORMULATIONS, EfficientAdditiveAttention
 
 __all__ = [
+    "MIN_SIZE",
     "VARIANTS",
     "ConvEncoder",
     "Embedding",
     "LocalRepresentation",
     "Mlp",
+    "Stage",
+    "Stem",
     "SwiftFormer",
     "SwiftFormerEncoder",
+    "Variant",
+    "canonical_name",
+    "check_images",
     "create_model",
-    "stem",
     "swiftformer_l1",
     "swiftformer_l3",
     "swiftformer_s",
     "swiftformer_xs",
+    "variant_of",
 ]
 
 MIN_SIZE = 32  # the network downsamples 32x; below that the last stage has no spatial extent
@@ -50,6 +63,54 @@ VARIANTS: dict[str, Variant] = {
     "swiftformer_l1": Variant((4, 3, 10, 5), (48, 96, 192, 384)),
     "swiftformer_l3": Variant((4, 4, 12, 6), (64, 128, 320, 512)),
 }
+
+
+def canonical_name(name: str) -> str:
+    """The :data:`VARIANTS` key for any accepted spelling of a variant's name.
+
+    ``"xs"``, ``"XS"``, ``"SwiftFormer-XS"``, ``"SwiftFormer_XS"`` and ``"swiftformer_xs"`` all
+    give ``"swiftformer_xs"``.
+
+    Raises:
+        ValueError: naming the variants, if ``name`` is none of them.
+    """
+    key = str(name).lower().replace("-", "_")
+    if not key.startswith("swiftformer_"):
+        key = "swiftformer_" + key
+    if key not in VARIANTS:
+        raise ValueError(f"unknown model {name!r}; choose one of {sorted(VARIANTS)}")
+    return key
+
+
+def variant_of(depths, widths) -> str | None:
+    """The name of the variant with these ``depths`` and ``widths``; None if no variant has them."""
+    for name, v in VARIANTS.items():
+        if v.depths == tuple(depths) and v.widths == tuple(widths):
+            return name
+    return None
+
+
+def check_images(x: torch.Tensor, in_chans: int = 3) -> None:
+    """Raise a ValueError unless ``x`` is a float image batch ``[B, in_chans, H, W]`` with H and
+    W at least :data:`MIN_SIZE`; each message says how to fix the input."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"SwiftFormer expects a torch.Tensor [B, {in_chans}, H, W], got "
+                         f"{type(x).__name__}")
+    if x.dim() != 4:
+        hint = " Add a batch axis with `x.unsqueeze(0)`." if x.dim() == 3 else ""
+        raise ValueError(f"SwiftFormer expects images [B, {in_chans}, H, W], got shape "
+                         f"{tuple(x.shape)}.{hint}")
+    if x.shape[1] != in_chans:
+        hint = (" It looks channels-last: use `x.permute(0, 3, 1, 2)`."
+                if x.shape[-1] == in_chans else "")
+        raise ValueError(f"SwiftFormer expects {in_chans} input channels, got "
+                         f"{x.shape[1]} (shape {tuple(x.shape)}).{hint}")
+    if min(x.shape[-2:]) < MIN_SIZE:
+        raise ValueError(f"SwiftFormer downsamples {MIN_SIZE}x and needs images of at least "
+                         f"{MIN_SIZE}x{MIN_SIZE}, got {tuple(x.shape[-2:])}; resize the input.")
+    if not torch.is_floating_point(x):
+        raise ValueError(f"SwiftFormer expects a float tensor, got {x.dtype}; convert uint8 "
+                         "images with `x.float() / 255` and normalise them.")
 
 
 class DropPath(nn.Module):
@@ -70,16 +131,41 @@ class DropPath(nn.Module):
         return f"p={self.p}"
 
 
-def stem(in_chs: int, out_chs: int) -> nn.Sequential:
-    """Two stride-2 3x3 convs: ``[B, 3, H, W] -> [B, C, H/4, W/4]``."""
-    return nn.Sequential(
-        nn.Conv2d(in_chs, out_chs // 2, 3, stride=2, padding=1),
-        nn.BatchNorm2d(out_chs // 2),
-        nn.ReLU(),
-        nn.Conv2d(out_chs // 2, out_chs, 3, stride=2, padding=1),
-        nn.BatchNorm2d(out_chs),
-        nn.ReLU(),
-    )
+class Stem(nn.Sequential):
+    """Two stride-2 3x3 convs, each followed by BatchNorm and ReLU.
+
+    An ``nn.Sequential``, so its parameters keep the official names (``patch_embed.0.weight``,
+    ``patch_embed.1.running_mean``, ..., ``patch_embed.4.bias``); :attr:`conv1`, :attr:`bn1`,
+    :attr:`conv2` and :attr:`bn2` name the parts behind those indices.
+
+    Shape: ``[B, C_in, H, W] -> [B, C/2, H/2, W/2] -> [B, C, H/4, W/4]``.
+    """
+
+    def __init__(self, in_chs: int, out_chs: int):
+        super().__init__(
+            nn.Conv2d(in_chs, out_chs // 2, 3, stride=2, padding=1),  # 0: conv1
+            nn.BatchNorm2d(out_chs // 2),  # 1: bn1
+            nn.ReLU(),
+            nn.Conv2d(out_chs // 2, out_chs, 3, stride=2, padding=1),  # 3: conv2
+            nn.BatchNorm2d(out_chs),  # 4: bn2
+            nn.ReLU(),
+        )
+
+    @property
+    def conv1(self) -> nn.Conv2d:
+        return self[0]
+
+    @property
+    def bn1(self) -> nn.BatchNorm2d:
+        return self[1]
+
+    @property
+    def conv2(self) -> nn.Conv2d:
+        return self[3]
+
+    @property
+    def bn2(self) -> nn.BatchNorm2d:
+        return self[4]
 
 
 class Embedding(nn.Module):
@@ -163,19 +249,41 @@ class SwiftFormerEncoder(nn.Module):
         self.layer_scale_2 = nn.Parameter(torch.full((dim, 1, 1), layer_scale_init_value))
 
     def attention(self, x: torch.Tensor, return_attention: bool = False):
-        """The attention branch on a feature map: ``[B, C, H, W] -> [B, C, H, W]`` (and alpha)."""
-        B, C, H, W = x.shape
-        tokens = x.flatten(2).transpose(1, 2)  # [B, C, H, W] -> [B, N, C]
+        """The attention branch on a feature map: ``[B, C, H, W] -> [B, C, H, W]``; with
+        ``return_attention=True`` also the token weights folded to the map, ``[B, H, W]``."""
+        H, W = x.shape[-2:]
+        tokens = rearrange(x, "b c h w -> b (h w) c")  # [B, C, H, W] -> [B, N, C], a view
         out = self.attn(tokens, return_attention=return_attention)
         if return_attention:
             out, alpha = out
-        out = out.transpose(1, 2).reshape(B, C, H, W)  # [B, N, C] -> [B, C, H, W]
-        return (out, alpha.reshape(B, H, W)) if return_attention else out
+        out = rearrange(out, "b (h w) c -> b c h w", h=H, w=W)  # [B, N, C] -> [B, C, H, W]
+        if not return_attention:
+            return out
+        return out, rearrange(alpha, "b (h w) -> b h w", h=H, w=W)  # [B, N] -> [B, H, W]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.local_representation(x)
         x = x + self.drop_path(self.layer_scale_1 * self.attention(x))
         return x + self.drop_path(self.layer_scale_2 * self.linear(x))
+
+
+class Stage(NamedTuple):
+    """One stage of a :class:`SwiftFormer`, as :meth:`SwiftFormer.stages` returns it.
+
+    ``blocks`` is ``network.{2 * index}``: ``depth - 1`` :class:`ConvEncoder` blocks, then the
+    stage's :class:`SwiftFormerEncoder`. ``downsample`` is the :class:`Embedding` that follows,
+    ``network.{2 * index + 1}``, or None after the last stage. Stage ``index`` (0 to 3) runs at
+    stride ``4 * 2**index``.
+    """
+
+    index: int
+    blocks: nn.Sequential
+    downsample: Embedding | None
+
+    @property
+    def encoder(self) -> SwiftFormerEncoder:
+        """The stage's last block, the one with attention."""
+        return self.blocks[-1]
 
 
 class SwiftFormer(nn.Module):
@@ -193,7 +301,7 @@ class SwiftFormer(nn.Module):
             (see :class:`~swiftlearn.attention.EfficientAdditiveAttention`).
 
     Shape:
-        - input ``[B, 3, H, W]``, float, H and W at least 32
+        - input ``[B, 3, H, W]``, float, H and W at least :data:`MIN_SIZE` (32)
         - output ``[B, num_classes]``
     """
 
@@ -216,9 +324,9 @@ class SwiftFormer(nn.Module):
         self.formulation = formulation
         self.num_features = widths[-1]
 
-        self.patch_embed = stem(in_chans, widths[0])
+        self.patch_embed = Stem(in_chans, widths[0])
         total, done = sum(depths), 0
-        network: list[nn.Module] = []
+        network: list[nn.Module] = []  # stage, embedding, stage, ..., stage: the official names
         for i, (depth, dim) in enumerate(zip(depths, widths)):
             blocks = []
             for j in range(depth):
@@ -232,7 +340,7 @@ class SwiftFormer(nn.Module):
                     blocks.append(ConvEncoder(dim, int(dim * mlp_ratio)))
             done += depth
             network.append(nn.Sequential(*blocks))
-            if i < 3:
+            if i < len(depths) - 1:
                 network.append(Embedding(dim, widths[i + 1]))
         self.network = nn.ModuleList(network)
         self.norm = nn.BatchNorm2d(widths[-1])
@@ -248,44 +356,37 @@ class SwiftFormer(nn.Module):
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
 
-    def check_input(self, x: torch.Tensor) -> None:
-        """Raise a ValueError unless ``x`` is a float image batch ``[B, in_chans, >=32, >=32]``."""
-        if not isinstance(x, torch.Tensor):
-            raise ValueError(f"SwiftFormer expects a torch.Tensor [B, 3, H, W], got "
-                             f"{type(x).__name__}")
-        if x.dim() != 4:
-            hint = " Add a batch axis with `x.unsqueeze(0)`." if x.dim() == 3 else ""
-            raise ValueError(f"SwiftFormer expects images [B, {self.in_chans}, H, W], got shape "
-                             f"{tuple(x.shape)}.{hint}")
-        if x.shape[1] != self.in_chans:
-            hint = (" It looks channels-last: use `x.permute(0, 3, 1, 2)`."
-                    if x.shape[-1] == self.in_chans else "")
-            raise ValueError(f"SwiftFormer expects {self.in_chans} input channels, got "
-                             f"{x.shape[1]} (shape {tuple(x.shape)}).{hint}")
-        if min(x.shape[-2:]) < MIN_SIZE:
-            raise ValueError(f"SwiftFormer downsamples 32x and needs images of at least "
-                             f"{MIN_SIZE}x{MIN_SIZE}, got {tuple(x.shape[-2:])}; resize the input.")
-        if not torch.is_floating_point(x):
-            raise ValueError(f"SwiftFormer expects a float tensor, got {x.dtype}; convert uint8 "
-                             "images with `x.float() / 255` and normalise them.")
+    def stages(self) -> list[Stage]:
+        """The four stages in order, each with its blocks and the downsampling that follows it.
+
+        The modules keep the official layout (``network.0`` stage 1, ``network.1`` its
+        embedding, ``network.2`` stage 2, ...), so official weights load with ``strict=True``;
+        this method is what walks it.
+        """
+        net = self.network
+        return [Stage(i, net[2 * i], net[2 * i + 1] if 2 * i + 1 < len(net) else None)
+                for i in range(len(self.depths))]
 
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The output of each of the four stages (strides 4, 8, 16, 32), for dense tasks."""
-        self.check_input(x)
+        check_images(x, self.in_chans)
         x = self.patch_embed(x)
         outs = []
-        for i, block in enumerate(self.network):
-            x = block(x)
-            if i % 2 == 0:
-                outs.append(x)
+        for stage in self.stages():
+            x = stage.blocks(x)
+            outs.append(x)
+            if stage.downsample is not None:
+                x = stage.downsample(x)
         return outs
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last stage's output ``[B, C, H/32, W/32]``, before the final norm."""
-        self.check_input(x)
+        check_images(x, self.in_chans)
         x = self.patch_embed(x)
-        for block in self.network:
-            x = block(x)
+        for stage in self.stages():
+            x = stage.blocks(x)
+            if stage.downsample is not None:
+                x = stage.downsample(x)
         return x
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False):
@@ -304,21 +405,24 @@ class SwiftFormer(nn.Module):
 
     def encoders(self) -> list[SwiftFormerEncoder]:
         """The four :class:`SwiftFormerEncoder` blocks, one per stage."""
-        return [m for m in self.modules() if isinstance(m, SwiftFormerEncoder)]
+        return [stage.encoder for stage in self.stages()]
 
     @torch.no_grad()
     def attention_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Token weights ``alpha`` of each stage's attention, folded to ``[B, h_s, w_s]``."""
-        self.check_input(x)
+        check_images(x, self.in_chans)
         maps: list[torch.Tensor] = []
         x = self.patch_embed(x)
-        for stage in self.network:
-            for block in stage if isinstance(stage, nn.Sequential) else [stage]:
-                if isinstance(block, SwiftFormerEncoder):
-                    # the attention branch sees the local representation's output
-                    _, alpha = block.attention(block.local_representation(x), True)
-                    maps.append(alpha)
+        for stage in self.stages():
+            for block in stage.blocks[:-1]:  # the ConvEncoders
                 x = block(x)
+            encoder = stage.encoder
+            # the attention branch sees the local representation's output
+            _, alpha = encoder.attention(encoder.local_representation(x), return_attention=True)
+            maps.append(alpha)
+            x = encoder(x)
+            if stage.downsample is not None:
+                x = stage.downsample(x)
         return maps
 
 
@@ -347,26 +451,27 @@ def swiftformer_l3(**kwargs) -> SwiftFormer:
     return _build("swiftformer_l3", **kwargs)
 
 
-def create_model(name: str, num_classes: int | None = None, checkpoint=None,
-                 **kwargs) -> SwiftFormer:
-    """Build a variant by name, optionally loading weights.
+def create_model(name: str, num_classes: int | None = None, **kwargs) -> SwiftFormer:
+    """Build a variant by name, with freshly initialised weights.
+
+    Weights come from the layer above: ``swiftlearn.create_model(name, checkpoint=...)`` or
+    :func:`swiftlearn.checkpoints.load_checkpoint`.
 
     Args:
         name: ``swiftformer_xs``, ``swiftformer_s``, ``swiftformer_l1`` or ``swiftformer_l3``
-            (``xs``/``s``/``l1``/``l3`` and the official ``SwiftFormer_XS`` spellings work too).
-        num_classes: classifier outputs; ``None`` means 1000, or the checkpoint's when one is given.
-        checkpoint: a path or a state dict in any format :mod:`swiftlearn.checkpoints` detects
-            (official, timm, Hugging Face, swiftlearn training checkpoints).
+            (``xs``/``s``/``l1``/``l3`` and the official ``SwiftFormer_XS`` spellings work too;
+            see :func:`canonical_name`).
+        num_classes: classifier outputs; ``None`` means 1000.
         **kwargs: forwarded to :class:`SwiftFormer` (``distillation``, ``drop_path_rate``,
             ``formulation``, ...).
-    """
-    key = str(name).lower().replace("-", "_")
-    if not key.startswith("swiftformer_"):
-        key = "swiftformer_" + key
-    if key not in VARIANTS:
-        raise ValueError(f"unknown model {name!r}; choose one of {sorted(VARIANTS)}")
-    if checkpoint is None:
-        return _build(key, num_classes=1000 if num_classes is None else num_classes, **kwargs)
-    from .checkpoints import load_checkpoint  # checkpoints sits beside model; import lazily
 
-    return load_checkpoint(checkpoint, model=key, num_classes=num_classes, **kwargs)
+    Raises:
+        ValueError: for an unknown variant name.
+        TypeError: if given ``checkpoint=``, which this function does not load.
+    """
+    if "checkpoint" in kwargs:
+        raise TypeError("swiftlearn.model.create_model only builds the network; to load weights "
+                        "use swiftlearn.create_model(name, checkpoint=...) or "
+                        "swiftlearn.checkpoints.load_checkpoint(checkpoint, model=name)")
+    num_classes = 1000 if num_classes is None else num_classes
+    return _build(canonical_name(name), num_classes=num_classes, **kwargs)

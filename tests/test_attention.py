@@ -212,7 +212,7 @@ def test_flops_growth_exponent(name, exponent):
 @pytest.mark.parametrize("name", sorted(MECHANISMS))
 def test_wrong_rank_raises_with_hint(name):
     attn = MECHANISMS[name](16)
-    with pytest.raises(ValueError, match=r"\[B, N, D\].*flatten"):
+    with pytest.raises(ValueError, match=r"\[B, N, D\].*rearrange\(x, 'b c h w -> b \(h w\) c'\)"):
         attn(torch.randn(2, 16, 4, 4))
     with pytest.raises(ValueError, match="unsqueeze"):
         attn(torch.randn(10, 16))

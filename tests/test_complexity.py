@@ -248,7 +248,7 @@ def test_measure_latency_interleaved_and_capped():
     (lambda: cx.attention_memory("mhsa", 10, 8, bytes_per_element=0), "positive integer"),
     (lambda: cx.tokens_at(224, 3), "power of two"),
     (lambda: cx.stage_grids(16), "at least 32x32"),
-    (lambda: cx.model_flops("swiftformer_xxl", 224), "unknown variant"),
+    (lambda: cx.model_flops("swiftformer_xxl", 224), "unknown model"),
     (lambda: cx.model_flops("xs", 224, num_classes=-1), "num_classes"),
     (lambda: cx.fit_exponent([1], [1]), "length >= 2"),
     (lambda: cx.fit_exponent([1, 2], [0, 1]), "positive"),

@@ -7,6 +7,7 @@ import torch
 from helpers import randomize_
 from torch import nn
 
+from swiftlearn import create_model  # builds, or loads with checkpoint=
 from swiftlearn.fuse import (
     FusedSwiftFormer,
     fold_bn_after,
@@ -14,7 +15,7 @@ from swiftlearn.fuse import (
     fuse,
     onednn_available,
 )
-from swiftlearn.model import VARIANTS, create_model
+from swiftlearn.model import VARIANTS
 
 ATOL = RTOL = 1e-4
 

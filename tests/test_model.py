@@ -7,12 +7,19 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from swiftlearn.model import (
+    MIN_SIZE,
     VARIANTS,
     ConvEncoder,
+    Embedding,
+    Stage,
+    Stem,
     SwiftFormer,
     SwiftFormerEncoder,
+    canonical_name,
+    check_images,
     create_model,
     swiftformer_xs,
+    variant_of,
 )
 
 # The paper's Table 2 (ImageNet-1K, 224x224): parameters (M) and GMACs
@@ -100,6 +107,30 @@ def test_create_model_names_and_kwargs():
         create_model("swiftformer_m")
 
 
+@pytest.mark.parametrize("spelling", ["xs", "XS", "SwiftFormer-XS", "SwiftFormer_XS",
+                                      "swiftformer_xs"])
+def test_canonical_name_accepts_every_spelling(spelling):
+    assert canonical_name(spelling) == "swiftformer_xs"
+
+
+def test_canonical_name_rejects_unknown_names_and_lists_the_variants():
+    with pytest.raises(ValueError, match=r"unknown model 'm'.*swiftformer_l1"):
+        canonical_name("m")
+
+
+def test_variant_of_inverts_the_table():
+    for name, v in VARIANTS.items():
+        assert variant_of(v.depths, v.widths) == name
+        assert variant_of(list(v.depths), list(v.widths)) == name
+    assert variant_of((1, 1, 1, 1), (8, 8, 8, 8)) is None
+
+
+def test_create_model_only_builds():
+    with pytest.raises(TypeError, match=r"swiftlearn\.create_model\(name, checkpoint=\.\.\.\)"):
+        create_model("xs", checkpoint="weights.pt")
+    assert create_model("xs").num_classes == 1000
+
+
 # ---------------------------------------------------------------- input sizes and errors
 
 
@@ -134,6 +165,17 @@ def test_bad_inputs_raise_clear_errors(x, match):
         model(x)
     with pytest.raises(ValueError, match=match):
         model.attention_maps(x)
+
+
+def test_check_images_is_the_models_check():
+    check_images(torch.randn(1, 3, MIN_SIZE, MIN_SIZE))
+    check_images(torch.randn(1, 1, 40, 40), in_chans=1)
+    with pytest.raises(ValueError, match="1 input channels"):
+        check_images(torch.randn(1, 3, 40, 40), in_chans=1)
+    with pytest.raises(ValueError, match=f"at least {MIN_SIZE}x{MIN_SIZE}"):
+        check_images(torch.randn(1, 3, MIN_SIZE - 1, 64))
+    with pytest.raises(ValueError, match="torch.Tensor"):
+        check_images([[1.0]])
 
 
 def test_constructor_validation():
@@ -235,3 +277,39 @@ def test_encoder_attention_branch_matches_token_module():
     tokens = x.flatten(2).transpose(1, 2)
     torch.testing.assert_close(out, enc.attn(tokens).transpose(1, 2).reshape(2, 32, 5, 7))
     assert alpha.shape == (2, 5, 7)
+
+
+# ---------------------------------------------------------------- structure
+
+
+def test_stages_walk_the_official_layout():
+    model = swiftformer_xs()
+    stages = model.stages()
+    assert [s.index for s in stages] == [0, 1, 2, 3]
+    assert all(isinstance(s, Stage) for s in stages)
+    for s, depth, width in zip(stages, model.depths, model.widths):
+        assert s.blocks is model.network[2 * s.index]  # official name network.{2i}
+        assert len(s.blocks) == depth
+        assert all(type(b) is ConvEncoder for b in s.blocks[:-1])
+        assert isinstance(s.encoder, SwiftFormerEncoder) and s.encoder is s.blocks[-1]
+        assert s.encoder.attn.dim == width
+    assert [s.downsample is model.network[2 * s.index + 1] for s in stages[:-1]] == [True] * 3
+    assert all(isinstance(s.downsample, Embedding) for s in stages[:-1])
+    assert stages[-1].downsample is None
+    assert model.encoders() == [s.encoder for s in stages]
+
+
+def test_stem_names_its_parts_and_keeps_the_official_keys():
+    stem = swiftformer_xs().patch_embed
+    assert isinstance(stem, Stem)
+    assert (stem.conv1, stem.bn1, stem.conv2, stem.bn2) == (stem[0], stem[1], stem[3], stem[4])
+    assert (stem.conv1.out_channels, stem.conv2.out_channels) == (24, 48)
+    assert list(stem.state_dict())[:2] == ["0.weight", "0.bias"]
+    assert "4.running_var" in stem.state_dict()
+
+
+def test_forward_stages_ends_where_forward_features_does():
+    model = swiftformer_xs().eval()
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        assert torch.equal(model.forward_stages(x)[-1], model.forward_features(x))
