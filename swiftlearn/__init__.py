@@ -1,13 +1,14 @@
 """swiftlearn: SwiftFormer's efficient additive attention, taught and measured.
 
-Modules: ``attention`` (the three mechanisms), ``model`` (SwiftFormer), ``checkpoints``,
-``complexity``, ``data``, ``train``, ``export``, ``viz``, ``widgets``, ``cli``.
+Start with :func:`create_model` (a variant by name, optionally with weights from any known
+checkpoint format). The module map is in CONTRIBUTING.md; the layers are checked by
+``tests/test_layering.py``.
 """
 
+from .api import create_model
 from .attention import EfficientAdditiveAttention, MultiHeadSelfAttention, SeparableSelfAttention
 from .model import (
     SwiftFormer,
-    create_model,
     swiftformer_l1,
     swiftformer_l3,
     swiftformer_s,

@@ -39,8 +39,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .model import VARIANTS, create_model
-from .utils import amp_dtype, autocast
+from .model import VARIANTS, canonical_name, create_model
+from .utils import amp_dtype, autocast, require
 
 __all__ = ["Entry", "add_cli", "benchmark_throughput", "machine_info", "run_latency", "run_train",
            "to_markdown", "write"]
@@ -124,11 +124,11 @@ def _timm():
 def _onnx_runner(model: nn.Module, name: str, size: int, workdir: Path, notes: list[str]):
     """``threads -> callable`` on ONNX Runtime, or None with a note saying why not."""
     try:
-        import onnxruntime as ort
+        from .export import onnxruntime_session, to_onnx
 
-        from .export import to_onnx
+        require("onnxruntime")
     except ImportError as e:
-        notes.append(f"ONNX Runtime column omitted: {e} (`pip install -e \".[export]\"`).")
+        notes.append(f"ONNX Runtime column omitted: {e}.")
         return None
     path = workdir / f"{name}.onnx"
     try:
@@ -139,13 +139,9 @@ def _onnx_runner(model: nn.Module, name: str, size: int, workdir: Path, notes: l
         return None
 
     def make(threads: int):
-        options = ort.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-        return lambda x: session.run(None, {name: x.numpy()})
+        session = onnxruntime_session(path, threads)
+        input_name = session.get_inputs()[0].name
+        return lambda x: session.run(None, {input_name: x.numpy()})
 
     return make
 
@@ -533,8 +529,7 @@ def _csv(text: str) -> list[str]:
 
 def _names(text: str) -> list[str]:
     """``xs,s,mobilevitv2_050`` -> ``swiftformer_xs, swiftformer_s, mobilevitv2_050``."""
-    return [m if m in PEERS or m.startswith("swiftformer_") else f"swiftformer_{m}"
-            for m in _csv(text.lower())]
+    return [m if m in PEERS else canonical_name(m) for m in _csv(text.lower())]
 
 
 def _cmd(args: argparse.Namespace) -> int:

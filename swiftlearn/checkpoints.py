@@ -44,7 +44,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .model import VARIANTS, SwiftFormer, create_model
+from .model import SwiftFormer, create_model, variant_of
 from .utils import IMAGENET_MEAN, IMAGENET_STD, atomic_torch_save, require
 
 __all__ = [
@@ -213,13 +213,6 @@ def _structure(sd: Mapping[str, torch.Tensor]) -> tuple[tuple[int, ...], tuple[i
     return tuple(depths), tuple(widths)
 
 
-def _variant_of(depths, widths) -> str | None:
-    for name, v in VARIANTS.items():
-        if v.depths == tuple(depths) and v.widths == tuple(widths):
-            return name
-    return None
-
-
 def read_checkpoint(source, formulation: str | None = None) -> Checkpoint:
     """Read a checkpoint file, dict or module and convert it to the official layout.
 
@@ -246,7 +239,7 @@ def read_checkpoint(source, formulation: str | None = None) -> Checkpoint:
     config = meta.get("config", {}) if fmt == "swiftlearn" else {}
     head = sd.get("head.weight")
     return Checkpoint(
-        state_dict=sd, format=fmt, variant=_variant_of(depths, widths), depths=depths,
+        state_dict=sd, format=fmt, variant=variant_of(depths, widths), depths=depths,
         widths=widths, num_classes=int(head.shape[0]) if head is not None else 0,
         distillation="dist_head.weight" in sd,
         formulation=formulation or config.get("formulation") or SOURCE_FORMULATION[fmt],
@@ -500,7 +493,7 @@ def _check_fit(model: nn.Module, sd: dict, ckpt: Checkpoint, fresh: tuple[str, .
         return
     depths = getattr(model, "depths", None)
     widths = getattr(model, "widths", None)
-    wanted = _variant_of(depths, widths) if depths else None
+    wanted = variant_of(depths, widths) if depths else None
     causes = []
     if depths and (tuple(depths), tuple(widths)) != (ckpt.depths, ckpt.widths):
         causes.append(f"the checkpoint is {ckpt.variant or 'another architecture'} "

@@ -6,6 +6,7 @@ import pytest
 import torch
 from helpers import randomize_
 
+from swiftlearn import create_model
 from swiftlearn.checkpoints import (
     SOURCE_FORMULATION,
     CheckpointMismatchError,
@@ -17,7 +18,7 @@ from swiftlearn.checkpoints import (
     to_official,
     to_timm,
 )
-from swiftlearn.model import VARIANTS, create_model
+from swiftlearn.model import VARIANTS
 
 SIZE = 96  # small images keep the parity tests fast; the maths is the same at 224
 
@@ -270,3 +271,44 @@ def test_unknown_layout_and_missing_file(tmp_path):
         read_checkpoint(tmp_path / "nope.pth")
     with pytest.raises(ValueError, match="no state dict of tensors"):
         read_checkpoint({"model": {"a": 1}})
+
+
+def test_trained_weights_carry_what_evaluation_and_export_need(tmp_path):
+    from swiftlearn import checkpoints as C
+
+    net = create_model("xs", num_classes=3)
+    path = C.save_trained(tmp_path / "w.pt", net.state_dict(), classes=["a", "b", "c"],
+                          config={"model": "swiftformer_xs", "img_size": 96,
+                                  "resize_schedule": [[0, 96], [5, 128]], "epochs": 10})
+    meta = C.safe_load(path)
+    assert meta["eval_size"] == 128  # where the resize schedule ends
+    assert meta["mean"] == [0.485, 0.456, 0.406] and meta["std"] == [0.229, 0.224, 0.225]
+    assert meta["model"]["head.weight"].dtype == torch.float16
+    loaded = C.load_trained(path)
+    assert loaded.classes == ["a", "b", "c"] and next(loaded.parameters()).dtype == torch.float32
+    x = torch.randn(1, 3, 64, 64)
+    assert torch.allclose(loaded(x), net.eval()(x), atol=1e-2)
+    # old files (no eval_size): the history's, else the schedule's end, else img_size
+    assert C.trained_image_size({"history": [{"eval_size": 144}]}) == 144
+    assert C.trained_image_size({"config": {"img_size": 112}}) == 112
+    assert C.trained_image_size({"config": {"time_budget_min": 5, "epochs": 1,
+                                            "resize_schedule": [[0, 96], [80, 160]]}}) == 160
+    assert C.trained_image_size({}) is None
+
+
+def test_model_layer_only_builds(tmp_path):
+    from swiftlearn.model import create_model as build
+
+    with pytest.raises(TypeError, match="swiftlearn.create_model"):
+        build("xs", checkpoint=tmp_path / "w.pt")
+
+
+def test_safe_load_refuses_pickled_code(tmp_path):
+    from swiftlearn.checkpoints import safe_load
+
+    path = tmp_path / "evil.pt"
+    torch.save({"model": {}, "hook": print}, path)  # a callable: needs unpickling code
+    with pytest.raises(RuntimeError, match="weights_only=False"):
+        safe_load(path)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        safe_load(tmp_path / "missing.pt")

@@ -15,9 +15,9 @@ import pytest
 import torch
 from torch import nn
 
+from swiftlearn import create_model
 from swiftlearn import train as T
 from swiftlearn.data import CachedImages, synthetic_imagenette
-from swiftlearn.model import create_model
 from swiftlearn.train import cli as train_cli
 from swiftlearn.train.config import parse_schedule
 from swiftlearn.train.step import classification_loss, lr_factor
@@ -167,7 +167,7 @@ def test_fit_writes_history_checkpoint_and_weights(tmp_path):
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(loaded(x), result.ema(x), atol=2e-2, rtol=2e-2)
     assert loaded.classes == data.classes
-    from swiftlearn.model import create_model
+    from swiftlearn import create_model
 
     other = create_model("swiftformer_xs", num_classes=4, checkpoint=run / "final_fp16.pt")
     torch.testing.assert_close(other(x), loaded(x), atol=1e-5, rtol=1e-5)

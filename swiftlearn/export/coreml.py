@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..model import MIN_SIZE, VARIANTS
+from ..model import MIN_SIZE, variant_of
 from ..utils import IMAGENET_MEAN, IMAGENET_STD, require
 from .checks import check_model, default_labels, image_hw
 from .mil import dtype_name, load_program, op_histogram
@@ -245,11 +245,8 @@ def _describe(mlmodel, name: str, num_classes: int, sizes, precision: str, mean,
 
 
 def _model_name(model: nn.Module) -> str:
-    for name, v in VARIANTS.items():
-        if getattr(model, "widths", None) == v.widths and getattr(model, "depths", None) == \
-                v.depths:
-            return name
-    return type(model).__name__
+    depths, widths = getattr(model, "depths", None), getattr(model, "widths", None)
+    return (variant_of(depths, widths) if depths and widths else None) or type(model).__name__
 
 
 @contextlib.contextmanager
