@@ -14,13 +14,14 @@ formulas and the counter agree exactly: a matrix product ``[m, k] @ [k, n]`` cos
 softmax, L2 normalisation, scaling, ReLU/GELU, element-wise products and sums, BatchNorm,
 pooling. They are O(N D) and a few percent of the FLOPs, but not of the time (GELU alone is
 ~10% of SwiftFormer-XS's CPU time). On the CPU, ``FlopCounterMode`` has no formula for
-``F.scaled_dot_product_attention`` (it counts 0); :func:`count_flops` registers one.
+``F.scaled_dot_product_attention`` (it counts 0); :func:`~swiftlearn.measure.count_flops`
+registers one.
 
 **Memory** is the activation memory of one inference forward (``torch.no_grad``, fp32): the peak
 of the bytes held at once by the intermediates and the output, not counting the input or the
 weights. The formulas follow swiftlearn's code step by step (:func:`attention_memory_phases`);
-:func:`peak_memory` measures the same quantity from the allocation events that
-``torch.profiler`` records. Explicit formulas and measurements agree to within a few bytes
+:func:`~swiftlearn.measure.peak_memory` measures the same quantity from the allocation events
+that ``torch.profiler`` records. Explicit formulas and measurements agree to within a few bytes
 (scalar temporaries); the fused MHSA kernel also takes a scratch buffer of its own that the
 formula leaves out (below 1 MiB per thread, independent of N).
 
@@ -30,16 +31,16 @@ ratios, not absolute times, on a shared machine.
 Nothing here allocates what it describes: the formulas are integer arithmetic, so the
 attention matrix of a 1024x1024 image (65,536 tokens at stride 4, 16 GiB per head) is computed
 on paper.
+
+The instruments themselves, :func:`count_flops` and :func:`peak_memory`, measure any callable
+and live in :mod:`swiftlearn.measure`; they are re-exported here.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
-import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,6 +48,7 @@ import torch
 from torch import nn
 
 from .attention import EfficientAdditiveAttention, MultiHeadSelfAttention, SeparableSelfAttention
+from .measure import count_flops, peak_memory
 from .model import MIN_SIZE, VARIANTS, canonical_name, create_model
 
 __all__ = [
@@ -431,30 +433,6 @@ def build_attention(mechanism: str, D: int, heads: int = 1) -> nn.Module:
     return module.eval()
 
 
-def _sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-    """FlopCounterMode formula for the CPU SDPA kernel: ``Q K^T`` and ``P V``, per head."""
-    *batch, n_q, d = query_shape
-    n_k, d_v = key_shape[-2], value_shape[-1]
-    return math.prod(batch) * (_mm(n_q, d, n_k) + _mm(n_q, n_k, d_v))
-
-
-_CPU_SDPA = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_flops}
-
-
-def count_flops(fn: Callable, *args, **kwargs) -> int:
-    """FLOPs of ``fn(*args, **kwargs)`` counted by ``FlopCounterMode`` (under ``no_grad``),
-    with a formula for the CPU ``scaled_dot_product_attention`` kernel, which it would count 0."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    if not callable(fn):
-        raise ValueError(f"count_flops needs a callable (a module or a function), got "
-                         f"{type(fn).__name__}")
-    counter = FlopCounterMode(display=False, custom_mapping=_CPU_SDPA)
-    with torch.no_grad(), counter:
-        fn(*args, **kwargs)
-    return int(counter.get_total_flops())
-
-
 def _device(device) -> torch.device:
     device = torch.device(device)
     if device.type not in ("cpu", "meta", "cuda"):
@@ -495,67 +473,6 @@ def measure_model_flops(variant: str = "swiftformer_xs", H: int = 224, W: int | 
                 block.attn = build_attention(attention, block.attn.dim, heads)
         x = torch.randn(1, 3, H, W)
     return count_flops(model, x)
-
-
-@contextlib.contextmanager
-def _quiet_native_stderr():
-    """Silence file descriptor 2 (Kineto logs "profiler_start/stop" lines there from C++, which
-    Jupyter would show in the cell). Only wraps profiler start/stop, never user code."""
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):  # no real fd 2 (embedded interpreters): nothing to silence
-        yield
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    os.close(devnull)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def peak_memory(fn: Callable, *args, **kwargs) -> int:
-    """Peak bytes allocated by ``fn(*args, **kwargs)`` beyond what was live when it started.
-
-    Method: ``torch.profiler`` with ``profile_memory=True`` records every allocation and free of
-    PyTorch's CPU allocator with the allocator's running total; the peak is the largest total
-    during the call minus the total just before its first allocation. Counts tensors (the
-    output included), not memory that oneDNN/MKL or Python allocate on their own. Runs under
-    ``no_grad``. Checked in the tests on ``torch.empty`` of a known size.
-    """
-    from torch.profiler import ProfilerActivity, profile
-
-    if not callable(fn):
-        raise ValueError(f"peak_memory needs a callable, got {type(fn).__name__}")
-    prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
-    with _quiet_native_stderr():
-        prof.start()
-    try:
-        with torch.no_grad():
-            fn(*args, **kwargs)
-    finally:
-        with _quiet_native_stderr():
-            prof.stop()
-    with _quiet_native_stderr():
-        tree = prof.profiler.kineto_results.experimental_event_tree()
-    events = []
-    stack = list(tree)
-    while stack:
-        event = stack.pop()
-        stack.extend(event.children)
-        fields = event.extra_fields
-        if hasattr(fields, "alloc_size") and hasattr(fields, "total_allocated"):
-            events.append((event.start_time_ns, fields.alloc_size, fields.total_allocated))
-    if not events:
-        return 0
-    # The allocator's running total is exact whatever the order of the events; only its
-    # starting point is needed, which the first event (in time) gives.
-    _, first_size, first_total = min(events, key=lambda e: e[0])
-    baseline = first_total - first_size
-    return max(0, max(total for _, _, total in events) - baseline)
 
 
 def measure_memory(mechanism: str, N: int, D: int, heads: int = 1, batch: int = 1,

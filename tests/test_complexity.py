@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from swiftlearn import complexity as cx
+from swiftlearn import measure
 from swiftlearn.model import create_model
 
 GRID_N = (1, 7, 49, 196, 300)
@@ -270,3 +271,11 @@ def test_mechanism_labels_cover_all():
     assert set(cx.MECHANISM_LABELS) == set(cx.MECHANISMS)
     assert math.isclose(cx.attention_memory("additive", 10, 8) / cx.BYTES_PER_ELEMENT,
                         10 * (4 * 8 + 1) + 8)
+
+
+def test_instruments_are_reexported_from_measure():
+    """count_flops and peak_memory live in swiftlearn.measure; complexity keeps their names."""
+    assert cx.count_flops is measure.count_flops and cx.peak_memory is measure.peak_memory
+    assert {"count_flops", "peak_memory"} <= set(cx.__all__)
+    for name in cx.__all__:
+        assert hasattr(cx, name), name
