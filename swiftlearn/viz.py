@@ -573,19 +573,26 @@ def show(fig: Figure, format: str = "jpeg", *, quality: int = 85, dpi: float | N
     if not fig.axes:
         raise ValueError("the figure has no axes: nothing to show")
     from IPython.display import Image as IPythonImage
-    from PIL import Image
 
-    buf = io.BytesIO()
+    buf = io.BytesIO()  # the same call as IPython's inline backend (pylabtools.print_figure)
     fig.canvas.print_figure(buf, format="png", dpi=dpi or fig.dpi, bbox_inches="tight",
                             facecolor=fig.get_facecolor(), edgecolor=fig.get_edgecolor())
-    rgba = Image.open(buf).convert("RGBA")
+    data = _encode(buf.getvalue(), fmt, quality=int(quality), palette=palette)
+    pyplot = sys.modules.get("matplotlib.pyplot")  # never imported here: only closed if in use
+    if pyplot is not None and getattr(fig.canvas, "manager", None) is not None:
+        pyplot.close(fig)
+    return IPythonImage(data=data, format=fmt)
+
+
+def _encode(png: bytes, fmt: str, *, quality: int = 85, palette: bool = True) -> bytes:
+    """A rendered PNG re-encoded for display: flattened onto white, then JPEG or (palette) PNG."""
+    from PIL import Image
+
+    rgba = Image.open(io.BytesIO(png)).convert("RGBA")
     rgb = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("RGB")
     out = io.BytesIO()
     if fmt == "jpeg":
-        rgb.save(out, format="JPEG", quality=int(quality), optimize=True)
+        rgb.save(out, format="JPEG", quality=quality, optimize=True)
     else:
         (rgb.quantize(256) if palette else rgb).save(out, format="PNG", optimize=True)
-    pyplot = sys.modules.get("matplotlib.pyplot")
-    if pyplot is not None and getattr(fig.canvas, "manager", None) is not None:
-        pyplot.close(fig)
-    return IPythonImage(data=out.getvalue(), format=fmt)
+    return out.getvalue()
