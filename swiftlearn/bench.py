@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .model import VARIANTS, canonical_name, create_model
+from .model import MIN_SIZE, VARIANTS, canonical_name, create_model
 from .utils import amp_dtype, autocast, require
 
 __all__ = ["Entry", "add_cli", "benchmark_throughput", "machine_info", "run_latency", "run_train",
@@ -227,8 +227,8 @@ def run_latency(models: Sequence[str] = DEFAULT_MODELS, threads: Sequence[int] =
         raise ValueError(f"unknown model(s) {unknown}; choose from {list(DEFAULT_MODELS)}")
     if min(rounds, repeats, *threads) < 1 or warmup < 0:
         raise ValueError("rounds, repeats and threads must be >= 1, warmup >= 0")
-    if size < 32:
-        raise ValueError(f"size must be >= 32, got {size}")
+    if size < MIN_SIZE:
+        raise ValueError(f"size must be >= {MIN_SIZE}, got {size}")
     notes: list[str] = []
     info = machine_info()
     saved_threads = torch.get_num_threads()

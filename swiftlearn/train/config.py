@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import asdict, dataclass, field
 
+from ..model import MIN_SIZE
 from ..utils import AMP_MODES
 
 __all__ = ["NOISE_LEVELS", "RESUMABLE_CHANGES", "TrainConfig", "cli_fields", "config_diff",
@@ -106,14 +107,14 @@ class TrainConfig:
             (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
             (0 <= self.ema_decay < 1, "ema_decay must be in [0, 1)"),
             (self.amp in AMP_MODES, "amp must be 'auto', 'bf16', 'fp16' or 'off'"),
-            (self.img_size >= 32 and all(s >= 32 for _, s in self.resize_schedule),
-             "image sizes must be >= 32"),
+            (self.img_size >= MIN_SIZE and all(s >= MIN_SIZE for _, s in self.resize_schedule),
+             f"image sizes must be >= {MIN_SIZE} (the network downsamples 32x)"),
             (self.resize_schedule == sorted(self.resize_schedule),
              "resize_schedule must be ascending by epoch"),
             (0 < self.scale_min <= 1, "scale_min must be in (0, 1]"),
             (self.mixup >= 0 and self.cutmix >= 0, "mixup and cutmix alphas must be >= 0"),
             (0 <= self.mix_prob <= 1, "mix_prob must be in [0, 1]"),
-            (self.cache_size >= 32, "cache_size must be >= 32"),
+            (self.cache_size >= MIN_SIZE, f"cache_size must be >= {MIN_SIZE}"),
             (0 < self.eval_crop_pct <= 1, "eval_crop_pct must be in (0, 1]"),
             (self.noise in NOISE_LEVELS, "noise must be 0, 1, 5, 25 or 50"),
             (self.time_budget_min >= 0, "time_budget_min must be >= 0"),
