@@ -17,6 +17,9 @@ are written with einops, whose patterns say the same thing in code:
   (Shaker et al., ICCV 2023). A learned vector scores the queries, the weighted sum of queries is
   a global query that multiplies every key element-wise, and a linear layer replaces the
   key-value interaction: O(N D), no values at all.
+* :class:`FastformerAttention`: the same, with the key-value interaction put back as in
+  Fastformer (Wu et al., 2021): a second additive pooling makes a global key, which multiplies
+  the values. SwiftFormer's appendix C measures what removing it gains.
 
 Each ``forward`` takes ``return_attention=True`` and then also returns what it attended with:
 MHSA its maps ``[B, h, N, N]``, the separable attention its context scores ``[B, N]``, the additive
@@ -35,6 +38,7 @@ from torch import nn
 __all__ = [
     "FORMULATIONS",
     "EfficientAdditiveAttention",
+    "FastformerAttention",
     "MultiHeadSelfAttention",
     "SeparableSelfAttention",
     "check_tokens",
@@ -210,9 +214,11 @@ class EfficientAdditiveAttention(nn.Module):
         self.Proj = nn.Linear(key_dim, key_dim)
         self.final = nn.Linear(key_dim, dim)
 
-    def token_weights(self, query: torch.Tensor) -> torch.Tensor:
-        """``alpha`` ``[B, N, 1]`` from L2-normalised queries ``[B, N, d]``."""
-        scores = (query @ self.w_g) * self.scale_factor  # [B, N, d] @ [d, 1] -> [B, N, 1]
+    def token_weights(self, query: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor:
+        """``alpha`` ``[B, N, 1]`` from L2-normalised queries ``[B, N, d]`` (scored by ``w_g``,
+        or by ``w`` when given)."""
+        w = self.w_g if w is None else w
+        scores = (query @ w) * self.scale_factor  # [B, N, d] @ [d, 1] -> [B, N, 1]
         if self.formulation == "normalize":
             return F.normalize(scores, dim=1)  # over the N tokens
         if self.formulation == "softmax":
@@ -234,3 +240,51 @@ class EfficientAdditiveAttention(nn.Module):
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, key_dim={self.key_dim}, formulation={self.formulation!r}"
+
+
+class FastformerAttention(EfficientAdditiveAttention):
+    r"""Efficient additive attention *with* Fastformer's key-value interaction (Wu et al., 2021).
+
+    .. math::
+        \hat{Q}, \hat{K}, \alpha, g \text{ as in } \mathrm{EfficientAdditiveAttention}, \quad
+        p_i = g \odot \hat{K}_i, \quad
+        \beta = \mathrm{norm}_N\!\left(\frac{p\, w_k}{\sqrt{d}}\right), \quad
+        k = \sum_{i=1}^{N} \beta_i p_i, \quad
+        \mathrm{out} = \big((k \odot x W_V)\, W_P + \hat{Q}\big)\, W_F
+
+    SwiftFormer (appendix C) replaces everything after ``p = g * K`` by one linear layer; this
+    module keeps Fastformer's second pooling: the query-key products ``p`` are scored by a
+    second learned vector ``w_k`` (with the same ``formulation`` as ``alpha``), pooled into a
+    global key ``k``, and ``k`` multiplies the values ``V`` before the projection. Everything else
+    (unit queries and keys, the query residual, the final layer) is SwiftFormer's, so the two
+    differ only in the key-value interaction. Still O(N D).
+
+    Args:
+        dim, key_dim, formulation: as in :class:`EfficientAdditiveAttention`.
+
+    Shape:
+        - input ``[B, N, D]``
+        - output ``[B, N, D]``; with ``return_attention=True`` also ``alpha`` ``[B, N]``.
+    """
+
+    def __init__(self, dim: int, key_dim: int | None = None, formulation: str = "normalize"):
+        super().__init__(dim, key_dim, formulation)
+        self.to_value = nn.Linear(dim, self.key_dim)
+        self.w_k = nn.Parameter(torch.randn(self.key_dim, 1))
+
+    def forward(self, x: torch.Tensor, return_attention: bool = False):
+        check_tokens(x, self.dim, type(self).__name__)
+        # 1. unit queries and keys, plain values: [B, N, D] -> [B, N, d]
+        query = F.normalize(self.to_query(x), dim=-1)
+        key = F.normalize(self.to_key(x), dim=-1)
+        value = self.to_value(x)
+        # 2. global query, as in SwiftFormer: [B, N, 1] weights -> [B, 1, d]
+        alpha = self.token_weights(query)
+        g = (alpha * query).sum(dim=1, keepdim=True)
+        # 3. query-key interaction, then the key-value interaction SwiftFormer removes:
+        #    p [B, N, d] -> weights beta [B, N, 1] -> global key [B, 1, d] -> k * V [B, N, d]
+        p = g * key
+        beta = self.token_weights(p, self.w_k)
+        k = (beta * p).sum(dim=1, keepdim=True)
+        out = self.final(self.Proj(k * value) + query)  # [B, N, d] -> [B, N, D]
+        return (out, alpha.squeeze(-1)) if return_attention else out

@@ -44,7 +44,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .model import SwiftFormer, create_model, variant_of
+from .model import ALL_STAGES, SwiftFormer, create_model, variant_of
 from .utils import IMAGENET_MEAN, IMAGENET_STD, atomic_torch_save, require
 
 __all__ = [
@@ -66,6 +66,15 @@ FORMATS = ("official", "timm", "hf", "swiftlearn")
 SOURCE_FORMULATION = {"official": "normalize", "timm": "normalize", "hf": "legacy_softmax",
                       "swiftlearn": "normalize"}
 _HEADS = ("head.", "dist_head.")
+#: architecture choices beyond the variant that a swiftlearn checkpoint records, with the
+#: published model's values
+ARCH_DEFAULTS = {"formulation": "normalize", "mixer": "additive", "mixer_stages": ALL_STAGES}
+ARCH_KEYS = tuple(ARCH_DEFAULTS)
+
+
+def _as_tuple(value):
+    """A list or tuple (or a scalar) as a tuple, to compare recorded values with defaults."""
+    return tuple(value) if isinstance(value, (list, tuple)) else (value,)
 
 
 class CheckpointMismatchError(ValueError):
@@ -85,6 +94,8 @@ class Checkpoint:
         distillation: whether a ``dist_head`` is present.
         formulation: the attention formulation the weights were trained with.
         meta: everything else a swiftlearn checkpoint carried (``config``, ``epoch``, ...).
+        arch: the token mixer a swiftlearn checkpoint records (``mixer``, ``mixer_stages``);
+            empty for the published architecture and for other formats.
     """
 
     state_dict: dict[str, torch.Tensor]
@@ -96,9 +107,12 @@ class Checkpoint:
     distillation: bool
     formulation: str
     meta: dict = field(default_factory=dict)
+    arch: dict = field(default_factory=dict)
 
     def describe(self) -> str:
         arch = self.variant or f"SwiftFormer(depths={self.depths}, widths={self.widths})"
+        if self.arch:
+            arch += " (" + ", ".join(f"{k}={v!r}" for k, v in self.arch.items()) + ")"
         head = f"{self.num_classes} classes" if self.num_classes else "no head"
         dist = ", distillation head" if self.distillation else ""
         return f"{self.format} checkpoint of {arch}, {head}{dist}"
@@ -208,7 +222,9 @@ def _structure(sd: Mapping[str, torch.Tensor]) -> tuple[tuple[int, ...], tuple[i
         if not blocks:
             break
         depths.append(max(blocks) + 1)
-        w = sd.get(f"network.{2 * stage}.{max(blocks)}.local_representation.dwconv.weight")
+        last = f"network.{2 * stage}.{max(blocks)}."
+        # an encoder's width, or a ConvEncoder's when the stage carries no encoder
+        w = sd.get(last + "local_representation.dwconv.weight", sd.get(last + "dwconv.weight"))
         widths.append(int(w.shape[0]) if w is not None else -1)
     return tuple(depths), tuple(widths)
 
@@ -237,13 +253,18 @@ def read_checkpoint(source, formulation: str | None = None) -> Checkpoint:
     sd = {_TO_OFFICIAL[fmt](k): v for k, v in sd.items()}
     depths, widths = _structure(sd)
     config = meta.get("config", {}) if fmt == "swiftlearn" else {}
+    recorded = {**{k: config[k] for k in ARCH_KEYS if k in config}, **(meta.get("arch") or {})}
+    arch = {k: v for k, v in recorded.items()
+            if k in ARCH_KEYS and k != "formulation" and list(_as_tuple(v)) != list(
+                _as_tuple(ARCH_DEFAULTS[k]))}
     head = sd.get("head.weight")
     return Checkpoint(
         state_dict=sd, format=fmt, variant=variant_of(depths, widths), depths=depths,
         widths=widths, num_classes=int(head.shape[0]) if head is not None else 0,
         distillation="dist_head.weight" in sd,
-        formulation=formulation or config.get("formulation") or SOURCE_FORMULATION[fmt],
-        meta=meta)
+        formulation=(formulation or recorded.get("formulation")
+                     or SOURCE_FORMULATION[fmt]),
+        meta=meta, arch=arch)
 
 
 def _numpy_globals() -> list:
@@ -457,6 +478,8 @@ def load_checkpoint(source, model: str | nn.Module | None = None, num_classes: i
         kwargs.setdefault("distillation",
                           ckpt.distillation if ckpt.num_classes and not drop_head else True)
         kwargs.update(num_classes=num_classes, formulation=ckpt.formulation)
+        for key, value in ckpt.arch.items():  # the token mixer the checkpoint was trained with
+            kwargs.setdefault(key, value)
         name = model if model is not None else ckpt.variant
         # no named variant: build the architecture the tensors describe
         target = create_model(name, **kwargs) if name else \

@@ -234,8 +234,11 @@ class FusedSwiftFormer(nn.Module):
                                   _conv(stem.conv2, stem.bn2), nn.ReLU(inplace=True))
         blocks: list[nn.Module] = []  # one flat sequence: stage 1, downsample, stage 2, ...
         for stage in model.stages():
-            blocks += [FusedConvBlock(block, onednn) for block in stage.blocks[:-1]]
-            blocks.append(FusedEncoder(stage.encoder, onednn))
+            if stage.encoder is None:  # a stage left out of mixer_stages: ConvEncoders only
+                blocks += [FusedConvBlock(block, onednn) for block in stage.blocks]
+            else:
+                blocks += [FusedConvBlock(block, onednn) for block in stage.blocks[:-1]]
+                blocks.append(FusedEncoder(stage.encoder, onednn))
             if stage.downsample is not None:
                 blocks.append(FusedDownsample(stage.downsample))
         self.blocks = nn.Sequential(*blocks)
@@ -284,12 +287,16 @@ def fuse(model: SwiftFormer, onednn: bool | None = None) -> FusedSwiftFormer:
             as post-ops (CPU, float32); ``None`` uses them when :func:`onednn_available`.
 
     Raises:
-        ValueError: if ``model`` is not a :class:`~swiftlearn.model.SwiftFormer`, or ``onednn``
-            is requested where this PyTorch build lacks the kernels.
+        ValueError: if ``model`` is not a :class:`~swiftlearn.model.SwiftFormer` with the
+            additive mixer (any ``mixer_stages``), or ``onednn`` is requested where this PyTorch
+            build lacks the kernels.
     """
     if not isinstance(model, SwiftFormer):
         raise ValueError(f"fuse() takes a swiftlearn SwiftFormer, got {type(model).__name__}; "
                          "load other checkpoints with swiftlearn.checkpoints.load_checkpoint")
+    if model.mixer != "additive":
+        raise ValueError(f"fuse() folds SwiftFormer's additive attention; this model's mixer is "
+                         f"{model.mixer!r}. Run it eagerly (or with torch.compile).")
     if onednn and not onednn_available():
         raise ValueError("this PyTorch build has no oneDNN fused linear kernels; use onednn=False")
     onednn = onednn_available() if onednn is None else onednn

@@ -24,10 +24,18 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from .attention import FORMULATIONS, EfficientAdditiveAttention
+from .attention import (
+    FORMULATIONS,
+    EfficientAdditiveAttention,
+    FastformerAttention,
+    MultiHeadSelfAttention,
+    SeparableSelfAttention,
+)
 
 __all__ = [
+    "ALL_STAGES",
     "MIN_SIZE",
+    "MIXERS",
     "VARIANTS",
     "ConvEncoder",
     "Embedding",
@@ -38,6 +46,8 @@ __all__ = [
     "SwiftFormer",
     "SwiftFormerEncoder",
     "Variant",
+    "build_mixer",
+    "check_mixer_stages",
     "canonical_name",
     "check_images",
     "create_model",
@@ -45,10 +55,57 @@ __all__ = [
     "swiftformer_l3",
     "swiftformer_s",
     "swiftformer_xs",
+    "mhsa_heads",
     "variant_of",
 ]
 
 MIN_SIZE = 32  # the network downsamples 32x; below that the last stage has no spatial extent
+
+#: token mixers a :class:`SwiftFormerEncoder` can carry (``"additive"``: the published model)
+MIXERS = ("additive", "mhsa", "separable", "fastformer", "none")
+ALL_STAGES = (0, 1, 2, 3)
+
+
+def mhsa_heads(dim: int) -> int:
+    """Heads for an MHSA mixer of width ``dim``: the most of 8, 4, 2 that divide ``dim`` with at
+    least 32 channels per head, else 1 (SwiftFormer-XS: 48 -> 1, 56 -> 1, 112 -> 2, 220 -> 4)."""
+    return next((h for h in (8, 4, 2) if dim % h == 0 and dim // h >= 32), 1)
+
+
+def build_mixer(mixer: str, dim: int, formulation: str = "normalize") -> nn.Module | None:
+    """The token mixer of an encoder: tokens ``[B, N, D]`` in and out (None for ``"none"``).
+
+    ``"additive"``: SwiftFormer's :class:`~swiftlearn.attention.EfficientAdditiveAttention`;
+    ``"fastformer"``: the same with the key-value interaction
+    (:class:`~swiftlearn.attention.FastformerAttention`); ``"mhsa"``:
+    :class:`~swiftlearn.attention.MultiHeadSelfAttention` with :func:`mhsa_heads` heads;
+    ``"separable"``: MobileViT-v2's :class:`~swiftlearn.attention.SeparableSelfAttention`;
+    ``"none"``: no token mixing (the encoder keeps its local representation and MLP).
+    ``formulation`` applies to the additive and Fastformer mixers.
+    """
+    if mixer not in MIXERS:
+        raise ValueError(f"unknown mixer {mixer!r}; choose one of {MIXERS}")
+    if mixer == "additive":
+        return EfficientAdditiveAttention(dim, formulation=formulation)
+    if mixer == "fastformer":
+        return FastformerAttention(dim, formulation=formulation)
+    if mixer == "mhsa":
+        return MultiHeadSelfAttention(dim, num_heads=mhsa_heads(dim))
+    if mixer == "separable":
+        return SeparableSelfAttention(dim)
+    return None
+
+
+def check_mixer_stages(mixer_stages) -> tuple[int, ...]:
+    """``mixer_stages`` as a sorted tuple of distinct stage indices in 0-3 (ValueError else)."""
+    try:
+        stages = tuple(sorted({int(i) for i in mixer_stages}))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"mixer_stages must be stage indices 0-3, got {mixer_stages!r}") from e
+    if not stages or stages[0] < 0 or stages[-1] > 3:
+        raise ValueError(f"mixer_stages must be a non-empty subset of {ALL_STAGES} (0: the "
+                         f"first, 56x56 stage; 3: the last, 7x7), got {mixer_stages!r}")
+    return stages
 
 
 @dataclass(frozen=True)
@@ -234,28 +291,39 @@ class SwiftFormerEncoder(nn.Module):
         x \leftarrow x + s_1 \odot \mathrm{Attn}(x), \quad
         x \leftarrow x + s_2 \odot \mathrm{MLP}(x)
 
+    ``mixer`` swaps the attention for another token mixer (:func:`build_mixer`); with
+    ``"none"`` the attention branch is gone and the block is ``Local`` then the MLP residual.
+
     Shape: ``[B, C, H, W]`` in and out; the attention sees ``[B, H*W, C]`` tokens.
     """
 
     def __init__(self, dim: int, mlp_ratio: float = 4.0, drop: float = 0.0,
                  drop_path: float = 0.0, layer_scale_init_value: float = 1e-5,
-                 formulation: str = "normalize"):
+                 formulation: str = "normalize", mixer: str = "additive"):
         super().__init__()
+        self.mixer = mixer
         self.local_representation = LocalRepresentation(dim)
-        self.attn = EfficientAdditiveAttention(dim, formulation=formulation)
+        self.attn = build_mixer(mixer, dim, formulation)
         self.linear = Mlp(dim, int(dim * mlp_ratio), drop=drop)
         self.drop_path = DropPath(drop_path)
-        self.layer_scale_1 = nn.Parameter(torch.full((dim, 1, 1), layer_scale_init_value))
+        if self.attn is not None:
+            self.layer_scale_1 = nn.Parameter(torch.full((dim, 1, 1), layer_scale_init_value))
         self.layer_scale_2 = nn.Parameter(torch.full((dim, 1, 1), layer_scale_init_value))
 
     def attention(self, x: torch.Tensor, return_attention: bool = False):
         """The attention branch on a feature map: ``[B, C, H, W] -> [B, C, H, W]``; with
-        ``return_attention=True`` also the token weights folded to the map, ``[B, H, W]``."""
+        ``return_attention=True`` also one weight per token folded to the map, ``[B, H, W]``:
+        ``alpha`` (additive, Fastformer), the context scores (separable), or for MHSA the
+        attention each token receives, averaged over heads and queries."""
+        if self.attn is None:
+            raise ValueError("this encoder has no token mixer (mixer='none')")
         H, W = x.shape[-2:]
         tokens = rearrange(x, "b c h w -> b (h w) c")  # [B, C, H, W] -> [B, N, C], a view
         out = self.attn(tokens, return_attention=return_attention)
         if return_attention:
             out, alpha = out
+            if alpha.dim() == 4:  # MHSA maps [B, h, N, N] -> attention received [B, N]
+                alpha = alpha.mean(dim=(1, 2))
         out = rearrange(out, "b (h w) c -> b c h w", h=H, w=W)  # [B, N, C] -> [B, C, H, W]
         if not return_attention:
             return out
@@ -263,7 +331,8 @@ class SwiftFormerEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.local_representation(x)
-        x = x + self.drop_path(self.layer_scale_1 * self.attention(x))
+        if self.attn is not None:
+            x = x + self.drop_path(self.layer_scale_1 * self.attention(x))
         return x + self.drop_path(self.layer_scale_2 * self.linear(x))
 
 
@@ -273,7 +342,7 @@ class Stage(NamedTuple):
     ``blocks`` is ``network.{2 * index}``: ``depth - 1`` :class:`ConvEncoder` blocks, then the
     stage's :class:`SwiftFormerEncoder`. ``downsample`` is the :class:`Embedding` that follows,
     ``network.{2 * index + 1}``, or None after the last stage. Stage ``index`` (0 to 3) runs at
-    stride ``4 * 2**index``.
+    stride ``4 * 2**index``. A stage left out of ``mixer_stages`` has only ConvEncoders.
     """
 
     index: int
@@ -281,9 +350,10 @@ class Stage(NamedTuple):
     downsample: Embedding | None
 
     @property
-    def encoder(self) -> SwiftFormerEncoder:
-        """The stage's last block, the one with attention."""
-        return self.blocks[-1]
+    def encoder(self) -> SwiftFormerEncoder | None:
+        """The stage's last block when it is a :class:`SwiftFormerEncoder` (else None)."""
+        last = self.blocks[-1]
+        return last if isinstance(last, SwiftFormerEncoder) else None
 
 
 class SwiftFormer(nn.Module):
@@ -299,6 +369,10 @@ class SwiftFormer(nn.Module):
         mlp_ratio, drop_rate, drop_path_rate, layer_scale_init_value: as in the paper.
         formulation: the attention's token-weight formulation
             (see :class:`~swiftlearn.attention.EfficientAdditiveAttention`).
+        mixer: the token mixer inside every encoder, one of :data:`MIXERS` (default
+            ``"additive"``, the published model; see :func:`build_mixer`).
+        mixer_stages: the stages (0-3) whose last block is a :class:`SwiftFormerEncoder`; the
+            others end with a :class:`ConvEncoder` (default: all four, the published model).
 
     Shape:
         - input ``[B, 3, H, W]``, float, H and W at least :data:`MIN_SIZE` (32)
@@ -308,7 +382,7 @@ class SwiftFormer(nn.Module):
     def __init__(self, depths, widths, num_classes: int = 1000, distillation: bool = True,
                  mlp_ratio: float = 4.0, drop_rate: float = 0.0, drop_path_rate: float = 0.0,
                  layer_scale_init_value: float = 1e-5, formulation: str = "normalize",
-                 in_chans: int = 3):
+                 in_chans: int = 3, mixer: str = "additive", mixer_stages=ALL_STAGES):
         super().__init__()
         if len(depths) != 4 or len(widths) != 4:
             raise ValueError(f"depths and widths need 4 entries (one per stage), got "
@@ -319,6 +393,9 @@ class SwiftFormer(nn.Module):
             raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
         if formulation not in FORMULATIONS:
             raise ValueError(f"formulation must be one of {FORMULATIONS}, got {formulation!r}")
+        if mixer not in MIXERS:
+            raise ValueError(f"unknown mixer {mixer!r}; choose one of {MIXERS}")
+        self.mixer, self.mixer_stages = mixer, check_mixer_stages(mixer_stages)
         self.depths, self.widths = tuple(depths), tuple(widths)
         self.num_classes, self.distillation, self.in_chans = num_classes, distillation, in_chans
         self.formulation = formulation
@@ -331,10 +408,11 @@ class SwiftFormer(nn.Module):
             blocks = []
             for j in range(depth):
                 dpr = drop_path_rate * (done + j) / max(total - 1, 1)
-                if j == depth - 1:
+                if j == depth - 1 and i in self.mixer_stages:
                     blocks.append(SwiftFormerEncoder(
                         dim, mlp_ratio, drop=drop_rate, drop_path=dpr,
-                        layer_scale_init_value=layer_scale_init_value, formulation=formulation))
+                        layer_scale_init_value=layer_scale_init_value, formulation=formulation,
+                        mixer=mixer))
                 else:
                     # the official code builds ConvEncoders without drop path
                     blocks.append(ConvEncoder(dim, int(dim * mlp_ratio)))
@@ -403,20 +481,40 @@ class SwiftFormer(nn.Module):
     def forward(self, x: torch.Tensor):
         return self.forward_head(self.forward_features(x))
 
+    def arch(self) -> dict:
+        """The keyword arguments that rebuild this architecture beyond its variant (recorded in
+        checkpoints, so loading one rebuilds the same network)."""
+        return {"formulation": self.formulation, "mixer": self.mixer,
+                "mixer_stages": list(self.mixer_stages)}
+
+    def is_published(self) -> bool:
+        """True for the published architecture: additive attention in all four stages."""
+        return self.mixer == "additive" and self.mixer_stages == ALL_STAGES
+
     def encoders(self) -> list[SwiftFormerEncoder]:
-        """The four :class:`SwiftFormerEncoder` blocks, one per stage."""
-        return [stage.encoder for stage in self.stages()]
+        """The :class:`SwiftFormerEncoder` blocks, one per stage in ``mixer_stages`` (all four
+        for the published model)."""
+        return [stage.encoder for stage in self.stages() if stage.encoder is not None]
 
     @torch.no_grad()
     def attention_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Token weights ``alpha`` of each stage's attention, folded to ``[B, h_s, w_s]``."""
+        """Token weights ``alpha`` of each stage's attention, folded to ``[B, h_s, w_s]``.
+
+        One map per stage whose encoder mixes tokens (all four in the published model); see
+        :meth:`SwiftFormerEncoder.attention` for what the other mixers report.
+        """
         check_images(x, self.in_chans)
         maps: list[torch.Tensor] = []
         x = self.patch_embed(x)
         for stage in self.stages():
+            encoder = stage.encoder
+            if encoder is None or encoder.attn is None:
+                x = stage.blocks(x)
+                if stage.downsample is not None:
+                    x = stage.downsample(x)
+                continue
             for block in stage.blocks[:-1]:  # the ConvEncoders
                 x = block(x)
-            encoder = stage.encoder
             # the attention branch sees the local representation's output
             _, alpha = encoder.attention(encoder.local_representation(x), return_attention=True)
             maps.append(alpha)

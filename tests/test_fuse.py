@@ -138,3 +138,12 @@ def test_torch_compile_of_the_fused_model():
     x = _x(size=(64, 64), batch=1)
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), model(x), atol=ATOL, rtol=RTOL)
+
+
+def test_fuse_handles_stages_without_encoders_and_refuses_other_mixers():
+    torch.manual_seed(0)
+    model = create_model("xs", num_classes=10, mixer_stages=[3]).eval()
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(fuse(model, onednn=False)(x), model(x), atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="mixer is 'mhsa'"):
+        fuse(create_model("xs", mixer="mhsa"))

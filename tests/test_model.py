@@ -313,3 +313,87 @@ def test_forward_stages_ends_where_forward_features_does():
     x = torch.randn(1, 3, 64, 96)
     with torch.no_grad():
         assert torch.equal(model.forward_stages(x)[-1], model.forward_features(x))
+
+
+# --- swappable token mixer ----------------------------------------------------------------------
+
+def test_default_mixer_is_the_published_model(reference_dir):
+    from swiftlearn.model import ALL_STAGES
+
+    model = create_model("xs")
+    assert model.mixer == "additive" and model.mixer_stages == ALL_STAGES and model.is_published()
+    keys = set(create_model("xs", mixer="additive", mixer_stages=[3, 2, 1, 0]).state_dict())
+    assert keys == set(model.state_dict())
+    official = (reference_dir / "official_state_dict_keys.txt")
+    if official.is_file():  # the published names, so official weights load with strict=True
+        text = official.read_text()
+        assert "network.6.3.attn.w_g" in text and "network.6.3.attn.w_g" in keys
+
+
+@pytest.mark.parametrize("mixer", ["additive", "mhsa", "separable", "fastformer", "none"])
+@pytest.mark.parametrize("stages", [(0, 1, 2, 3), (3,)])
+def test_every_mixer_builds_trains_and_maps(mixer, stages):
+    from swiftlearn.model import SwiftFormerEncoder
+
+    torch.manual_seed(0)
+    model = create_model("xs", num_classes=4, mixer=mixer, mixer_stages=stages)
+    encoders = [m for m in model.modules() if isinstance(m, SwiftFormerEncoder)]
+    assert len(encoders) == len(stages) and all(e.mixer == mixer for e in encoders)
+    assert [s.encoder is not None for s in model.stages()] == [i in stages for i in range(4)]
+    x = torch.randn(2, 3, 64, 64)
+    model.train()
+    head, dist = model(x)
+    (head.sum() + dist.sum()).backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    maps = model.eval().attention_maps(x)
+    sides = {0: 16, 1: 8, 2: 4, 3: 2}
+    assert [m.shape for m in maps] == ([] if mixer == "none" else
+                                       [(2, sides[i], sides[i]) for i in stages])
+
+
+def test_mixers_differ_where_they_should():
+    from swiftlearn.attention import FastformerAttention
+
+    a = create_model("xs", mixer="additive", mixer_stages=[3])
+    assert not hasattr(a.network[0][-1], "attn")  # stage 1 ends with a ConvEncoder
+    none = create_model("xs", mixer="none")
+    enc = none.stages()[3].encoder
+    assert enc.attn is None and not hasattr(enc, "layer_scale_1")
+    with pytest.raises(ValueError, match="no token mixer"):
+        enc.attention(torch.randn(1, 220, 2, 2))
+    ff = create_model("xs", mixer="fastformer").stages()[3].encoder.attn
+    assert isinstance(ff, FastformerAttention) and ff.w_k.shape == (220, 1)
+    mhsa = create_model("xs", mixer="mhsa").stages()[3].encoder.attn
+    assert mhsa.num_heads == 4  # 220 channels: 4 heads of 55
+
+
+def test_fastformer_is_additive_attention_plus_the_key_value_interaction():
+    from swiftlearn.attention import EfficientAdditiveAttention, FastformerAttention
+
+    torch.manual_seed(0)
+    ff = FastformerAttention(16)
+    x = torch.randn(2, 10, 16)
+    q = torch.nn.functional.normalize(ff.to_query(x), dim=-1)
+    k = torch.nn.functional.normalize(ff.to_key(x), dim=-1)
+    alpha = torch.nn.functional.normalize((q @ ff.w_g) / 4, dim=1)
+    g = (alpha * q).sum(1, keepdim=True)
+    p = g * k
+    beta = torch.nn.functional.normalize((p @ ff.w_k) / 4, dim=1)
+    global_key = (beta * p).sum(1, keepdim=True)
+    expected = ff.final(ff.Proj(global_key * ff.to_value(x)) + q)
+    torch.testing.assert_close(ff(x), expected)
+    # the same weights without the key-value interaction are SwiftFormer's attention
+    plain = EfficientAdditiveAttention(16)
+    plain.load_state_dict({k: v for k, v in ff.state_dict().items()
+                           if not k.startswith(("to_value", "w_k"))})
+    torch.testing.assert_close(plain(x), ff.final(ff.Proj(g * k) + q))
+
+
+def test_bad_mixer_arguments_say_what_to_do():
+    with pytest.raises(ValueError, match="unknown mixer 'linear'; choose one of"):
+        create_model("xs", mixer="linear")
+    with pytest.raises(ValueError, match="non-empty subset"):
+        create_model("xs", mixer_stages=[4])
+    with pytest.raises(ValueError, match="non-empty subset"):
+        create_model("xs", mixer_stages=[])

@@ -176,6 +176,26 @@ def test_fit_writes_history_checkpoint_and_weights(tmp_path):
     assert again.history == result.history
 
 
+@pytest.mark.parametrize("mixer,stages", [("fastformer", [3]), ("mhsa", [2, 3]),
+                                           ("none", [0, 1, 2, 3]), ("separable", [3])])
+def test_a_checkpoint_records_its_mixer_and_rebuilds_the_same_network(tmp_path, mixer, stages):
+    from swiftlearn.checkpoints import read_checkpoint
+
+    data = tiny_data(16)
+    cfg = tiny_config(tmp_path, epochs=1, mixer=mixer, mixer_stages=stages,
+                      formulation="softmax")
+    result = T.fit(cfg, train_data=data, progress=False)
+    assert result.model.mixer == mixer and list(result.model.mixer_stages) == stages
+    for name in ("final_fp16.pt", "last.pt"):
+        ckpt = read_checkpoint(tmp_path / name)
+        assert ckpt.arch["mixer"] == mixer and ckpt.formulation == "softmax"
+        loaded = create_model("xs", checkpoint=tmp_path / name)  # strict load, no arguments
+        assert loaded.arch() == result.model.arch()
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(T.load_trained(tmp_path / "final_fp16.pt")(x), result.ema(x),
+                               atol=2e-2, rtol=2e-2)
+
+
 def test_fit_without_ema_and_with_a_teacher(tmp_path):
     teacher = create_model("swiftformer_xs", num_classes=4).eval()
     data = tiny_data(24)

@@ -10,11 +10,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import asdict, dataclass, field
 
-from ..model import MIN_SIZE
+from ..model import ALL_STAGES, FORMULATIONS, MIN_SIZE, MIXERS, check_mixer_stages
 from ..utils import AMP_MODES
 
 __all__ = ["NOISE_LEVELS", "RESUMABLE_CHANGES", "TrainConfig", "cli_fields", "config_diff",
-           "parse_schedule"]
+           "parse_schedule", "parse_stages"]
 
 #: Config fields that may differ when resuming (where things live, how often to save).
 RESUMABLE_CHANGES = ("data", "out", "cache_dir", "threads", "checkpoint_minutes",
@@ -29,6 +29,15 @@ def parse_schedule(text: str) -> list[list[int]]:
         return [[int(e), int(s)] for e, s in pairs]
     except ValueError as e:
         raise ValueError(f"--progressive expects EPOCH:SIZE pairs like '0:112,20:128', got "
+                         f"{text!r}") from e
+
+
+def parse_stages(text: str) -> list[int]:
+    """``"3"`` or ``"2,3"`` -> ``[3]`` / ``[2, 3]`` (stage indices 0-3)."""
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError as e:
+        raise ValueError(f"--mixer-stages expects stage indices 0-3 like '3' or '0,1,2,3', got "
                          f"{text!r}") from e
 
 
@@ -50,6 +59,13 @@ class TrainConfig:
     data: str | None = _opt(None, "Imagenette root (default: SWIFTLEARN_DATA / cache)")
     out: str = _opt("runs/swiftformer", "run folder (checkpoints, history, log)")
     model: str = _opt("swiftformer_xs", "architecture")
+    mixer: str = _opt("additive", "token mixer in each encoder: additive (the published "
+                      "model) | mhsa | separable | fastformer | none")
+    mixer_stages: list = _opt(None, "stages (0-3) that end with an encoder, e.g. 3 or 0,1,2,3 "
+                              "(default: all four)", parse=parse_stages,
+                              default_factory=lambda: list(ALL_STAGES))
+    formulation: str = _opt("normalize", "additive attention's token weights: normalize | "
+                            "softmax | legacy_softmax (the first release's size-1 softmax)")
     epochs: int = _opt(40, "epochs")
     batch_size: int = _opt(64, "batch size per process")
     lr: float = _opt(2e-3, "peak learning rate (after warm-up)")
@@ -100,6 +116,10 @@ class TrainConfig:
 
     def __post_init__(self):
         self.resize_schedule = [[int(e), int(s)] for e, s in self.resize_schedule]
+        try:
+            self.mixer_stages = list(check_mixer_stages(self.mixer_stages))
+        except ValueError as e:
+            raise ValueError(f"TrainConfig: {e}") from None
         checks = [
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.batch_size >= 2, "batch_size must be >= 2 (BatchNorm needs 2 samples)"),
@@ -107,6 +127,8 @@ class TrainConfig:
             (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
             (0 <= self.ema_decay < 1, "ema_decay must be in [0, 1)"),
             (self.amp in AMP_MODES, "amp must be 'auto', 'bf16', 'fp16' or 'off'"),
+            (self.mixer in MIXERS, f"mixer must be one of {MIXERS}"),
+            (self.formulation in FORMULATIONS, f"formulation must be one of {FORMULATIONS}"),
             (self.img_size >= MIN_SIZE and all(s >= MIN_SIZE for _, s in self.resize_schedule),
              f"image sizes must be >= {MIN_SIZE} (the network downsamples 32x)"),
             (self.resize_schedule == sorted(self.resize_schedule),
@@ -132,6 +154,11 @@ class TrainConfig:
             if now >= start:
                 size = s
         return size
+
+    def arch(self) -> dict:
+        """The model keyword arguments beyond the variant (see ``SwiftFormer.arch``)."""
+        return {"formulation": self.formulation, "mixer": self.mixer,
+                "mixer_stages": list(self.mixer_stages)}
 
     def final_size(self) -> int:
         """The training size at the end of the run (what it is evaluated at by default)."""

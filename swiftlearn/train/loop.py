@@ -145,7 +145,7 @@ class _Run:
         # 3. model, teacher, optimizer, schedule, EMA
         torch.manual_seed(config.seed)
         model = create_model(config.model, num_classes=len(self.classes),
-                             drop_path_rate=config.drop_path).to(device)
+                             drop_path_rate=config.drop_path, **config.arch()).to(device)
         if config.channels_last:
             model = model.to(memory_format=torch.channels_last)
         if teacher is None and config.teacher:

@@ -155,4 +155,5 @@ def export_weights(checkpoint: str | os.PathLike, path: str | os.PathLike, *,
     eval_size = next((row["eval_size"] for row in reversed(history) if row.get("eval_size")),
                      config.final_size())
     return save_trained(path, state, config=ckpt["config"], classes=ckpt.get("classes"),
-                        history=history, source=source, eval_size=eval_size, dtype=dtype)
+                        history=history, source=source, eval_size=eval_size,
+                        arch=config.arch(), dtype=dtype)
