@@ -25,6 +25,7 @@ One concept per module:
 ``evaluate``      :func:`evaluate`: top-1/top-5/per-class accuracy, confusion matrix
 ``distributed``   ``torchrun`` support
 ``threads``       ``threads=-1``: one thread or all, whichever is faster now
+``recipes``       named recipes: ``quick`` (~15 min on 2 cores), ``long`` (the committed model)
 ``cli``           ``swiftlearn train`` / ``swiftlearn evaluate``
 ================  ============================================================================
 """
@@ -34,6 +35,7 @@ from .config import RESUMABLE_CHANGES, TrainConfig
 from .ema import EMA
 from .evaluate import evaluate
 from .loop import FitResult, fit
+from .recipes import RECIPES, from_recipe
 from .state import export_weights
 from .step import Batch, Trainer, build_trainer, make_batch, train_step
 
@@ -42,12 +44,14 @@ __all__ = [
     "RESUMABLE_CHANGES",
     "Batch",
     "FitResult",
+    "RECIPES",
     "TrainConfig",
     "Trainer",
     "build_trainer",
     "evaluate",
     "export_weights",
     "fit",
+    "from_recipe",
     "load_trained",
     "make_batch",
     "train_step",

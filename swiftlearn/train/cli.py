@@ -18,6 +18,7 @@ from ..utils import run_command
 from .config import RESUMABLE_CHANGES, TrainConfig, cli_fields
 from .evaluate import evaluate
 from .loop import fit
+from .recipes import RECIPES, from_recipe
 
 __all__ = ["add_cli", "main"]
 
@@ -43,6 +44,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config = TrainConfig.from_dict({**saved, **given})
         if "out" not in given:
             config.out = str(path.parent)
+    elif args.recipe:
+        config = from_recipe(args.recipe, **given)
     else:
         config = TrainConfig.from_dict(given)
     result = fit(config, resume=path or False, progress=not args.quiet)
@@ -84,6 +87,9 @@ def add_cli(subparsers) -> None:
                  and not isinstance(default, list) else "")
         p.add_argument(flag, dest=f.name, type=_option_type(f), default=None,
                        help=f.metadata["help"] + shown)
+    p.add_argument("--recipe", choices=sorted(RECIPES), default=None,
+                   help="start from a named recipe (quick: ~15 min on 2 CPU cores; long: the "
+                   "committed 90.3%% model); options given beside it override it")
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
     p.add_argument("--resume", default=None, metavar="RUN_OR_CKPT",
                    help="continue a run folder (its last.pt) or a checkpoint file")
