@@ -4,10 +4,10 @@ A recipe is a set of :class:`~swiftlearn.train.TrainConfig` values; options give
 override them. Both recipes train SwiftFormer-XS from scratch on Imagenette with bf16 autocast
 where the CPU (or GPU) supports it.
 
-* ``quick``: a live run for a learner, about 15 minutes on a 2-core CPU. Epoch mode (18
+* ``quick``: a live run for a learner, sized for 15 minutes on a 2-core CPU. Epoch mode (14
   epochs), so its steps and its result do not depend on the machine's load, only its duration
   does. Short runs need little regularisation: no mixup/CutMix, no stochastic depth, milder
-  crops; low resolution first (80 -> 96 -> 112 px, progressive resizing), evaluation at 128 px.
+  crops; low resolution first (64 -> 80 -> 96 px, progressive resizing), evaluation at 112 px.
 * ``long``: the committed 90.3 % model (``assets/swiftformer_xs_imagenette.pt``): 125 minutes of
   wall time (time-budget mode, so it adapts to the machine), 96 -> 144 px, mixup/CutMix on half
   of the batches, stochastic depth 0.1, EMA 0.997.
@@ -21,10 +21,10 @@ __all__ = ["RECIPES", "from_recipe"]
 
 RECIPES: dict[str, dict] = {
     "quick": dict(
-        epochs=18, batch_size=64, lr=3e-3, min_lr=1e-5, warmup_epochs=1.0, weight_decay=0.05,
-        label_smoothing=0.1, ema_decay=0.995, img_size=112,
-        resize_schedule=[[0, 80], [8, 96], [14, 112]], scale_min=0.35, eval_size=128,
-        eval_every=3, drop_path=0.0, mixup=0.0, cutmix=0.0),
+        epochs=14, batch_size=64, lr=3e-3, min_lr=1e-5, warmup_epochs=1.0, weight_decay=0.05,
+        label_smoothing=0.1, ema_decay=0.995, img_size=96,
+        resize_schedule=[[0, 64], [6, 80], [12, 96]], scale_min=0.35, eval_size=112,
+        eval_every=2, drop_path=0.0, mixup=0.0, cutmix=0.0),
     "long": dict(
         epochs=300, batch_size=64, lr=3e-3, min_lr=1e-5, warmup_epochs=2.0, weight_decay=0.05,
         label_smoothing=0.1, ema_decay=0.997, img_size=144,
