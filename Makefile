@@ -67,11 +67,12 @@ figures: ## after `make notebooks`: refresh the README's figures in assets/figur
 	@mkdir -p assets/figures
 	@for f in $(README_FIGURES); do cp -v $(FIGURES_OUT)/$$f assets/figures/$$f; done
 
-bench: $(STAMP) ## latency table against the peers -> assets/bench/
+bench: $(STAMP) ## latency table against the peers + training throughput -> assets/bench/
 	$(BIN)/swiftlearn bench --compile --out assets/bench
+	$(BIN)/swiftlearn bench --suite train $(if $(SWIFTLEARN_DATA),--data $(SWIFTLEARN_DATA)) --out assets/bench
 
-format: $(STAMP) ## ruff format + import sorting
-	$(BIN)/ruff check --fix swiftlearn tests
+format: $(STAMP) ## ruff's autofixes (import order, upgrades; not `ruff format`)
+	$(BIN)/ruff check --fix swiftlearn tests notebooks
 
 clean: ## remove caches (keeps .venv)
 	rm -rf .pytest_cache .ruff_cache tests/_artifacts

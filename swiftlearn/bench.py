@@ -39,11 +39,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .measure import count_flops
 from .model import MIN_SIZE, VARIANTS, canonical_name, create_model
 from .utils import amp_dtype, autocast, require
 
-__all__ = ["Entry", "add_cli", "benchmark_throughput", "machine_info", "run_latency", "run_train",
-           "to_markdown", "write"]
+__all__ = ["MIXER_VARIANTS", "Entry", "add_cli", "benchmark_throughput", "machine_info",
+           "run_latency", "run_mixers", "run_train", "to_markdown", "write"]
 
 REFERENCE = "timm/swiftformer_xs/eager"
 PEERS = ("mobilevitv2_050", "mobilevitv2_075", "mobilevitv2_100", "efficientformer_l1")
@@ -102,12 +103,12 @@ def machine_info() -> dict:
 
 
 def _params_gmacs(model: nn.Module, size: int) -> tuple[float, float]:
-    from torch.utils.flop_counter import FlopCounterMode
-
+    """Parameters (millions) and GMACs (FlopCounterMode FLOPs / 2, with the CPU
+    ``scaled_dot_product_attention`` formula of :func:`swiftlearn.measure.count_flops`)."""
     params = sum(p.numel() for p in model.parameters()) / 1e6
-    with FlopCounterMode(display=False) as counter, torch.inference_mode():
-        model(torch.randn(1, 3, size, size))
-    return params, counter.get_total_flops() / 2 / 1e9
+    with torch.inference_mode():
+        flops = count_flops(model, torch.randn(1, 3, size, size))
+    return params, flops / 2 / 1e9
 
 
 # ---------------------------------------------------------------- building the entries
@@ -271,6 +272,97 @@ def run_latency(models: Sequence[str] = DEFAULT_MODELS, threads: Sequence[int] =
                         compile=compile, models=list(models), threads=list(threads)))
 
 
+#: the token-mixer variants of notebook 08 (name -> ``create_model`` keyword arguments)
+MIXER_VARIANTS: dict[str, dict] = {
+    "additive-all": {},
+    "additive-last": {"mixer_stages": [3]},
+    "mhsa-last": {"mixer": "mhsa", "mixer_stages": [3]},
+    "mhsa-all": {"mixer": "mhsa"},
+    "separable-all": {"mixer": "separable"},
+    "fastformer": {"mixer": "fastformer"},
+    "none": {"mixer": "none"},
+}
+
+
+def run_mixers(variants: Sequence[str] = tuple(MIXER_VARIANTS), threads: Sequence[int] = (1,),
+               *, model: str = "swiftformer_xs", num_classes: int = 10, size: int = 224,
+               rounds: int = 5, repeats: int = 10, warmup: int = 5,
+               progress: bool = False) -> dict:
+    """Parameters, GMACs and eager CPU latency of every token-mixer variant, in one process.
+
+    The variants (:data:`MIXER_VARIANTS`) take turns for ``rounds`` interleaved rounds of
+    ``repeats`` calls (batch 1, ``size`` px), as in :func:`run_latency`; speed is relative to
+    the published model (``additive-all``).
+    """
+    unknown = [v for v in variants if v not in MIXER_VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown mixer variant(s) {unknown}; choose from "
+                         f"{list(MIXER_VARIANTS)}")
+    if min(rounds, repeats, *threads) < 1 or warmup < 0:
+        raise ValueError("rounds, repeats and threads must be >= 1, warmup >= 0")
+    info = machine_info()
+    nets = {}
+    for name in variants:
+        torch.manual_seed(0)
+        nets[name] = create_model(model, num_classes=num_classes,
+                                  **MIXER_VARIANTS[name]).eval()
+    facts = {name: _params_gmacs(net, size) for name, net in nets.items()}
+    x = torch.randn(1, 3, size, size)
+    times: dict[str, dict[int, list[float]]] = {name: {} for name in nets}
+    saved = torch.get_num_threads()
+    try:
+        for t in threads:
+            torch.set_num_threads(t)
+            with torch.inference_mode():
+                for net in nets.values():
+                    _time_calls(net, x, max(warmup, 1))
+                names = list(nets)
+                for r in range(rounds):
+                    for name in names[r % len(names):] + names[:r % len(names)]:
+                        times[name].setdefault(t, []).extend(_time_calls(nets[name], x, repeats))
+                    if progress:
+                        print(f"  threads={t} round {r + 1}/{rounds}", flush=True)
+    finally:
+        torch.set_num_threads(saved)
+    rows = []
+    ref = "additive-all" if "additive-all" in nets else None
+    for name in nets:
+        params, gmacs = facts[name]
+        row = {"variant": name, "kwargs": MIXER_VARIANTS[name], "params_m": round(params, 3),
+               "gmacs": round(gmacs, 3), "latency": {}, "speed_vs_additive": {}}
+        for t in threads:
+            row["latency"][str(t)] = _summary(times[name][t])
+            if ref:
+                row["speed_vs_additive"][str(t)] = round(
+                    statistics.median(times[ref][t]) / statistics.median(times[name][t]), 3)
+        rows.append(row)
+    if hasattr(os, "getloadavg"):
+        info["load_average_end"] = round(os.getloadavg()[0], 2)
+    return {"suite": "mixers", "machine": info, "rows": rows,
+            "settings": dict(model=model, num_classes=num_classes, size=size, rounds=rounds,
+                             repeats=repeats, warmup=warmup, threads=list(threads), batch=1)}
+
+
+def _mixers_markdown(result: dict) -> str:
+    m, s = result["machine"], result["settings"]
+    threads = [str(t) for t in s["threads"]]
+    lines = [f"# swiftlearn bench: token mixers ({s['model']}, {s['num_classes']} classes, "
+             f"batch 1, {s['size']}x{s['size']}, eager, CPU)", "",
+             f"{m['cpu']}, {m['logical_cpus']} logical CPUs ({m['cpu_capability']}); torch "
+             f"{m['torch']}; {m['date']}; load average {m.get('load_average_start')} -> "
+             f"{m.get('load_average_end')}.", "",
+             f"{s['rounds']} interleaved rounds x {s['repeats']} calls per variant; median ms "
+             "[IQR]; speed = t(additive-all) / t.", ""]
+    lines += _latency_table(
+        ["variant", "create_model arguments", "params (M)", "GMACs"], result["rows"], threads,
+        lambda r: [r["variant"], ", ".join(f"{k}={v!r}" for k, v in r["kwargs"].items())
+                   or "(published model)", f"{r['params_m']:.3f}", f"{r['gmacs']:.3f}"],
+        "speed_vs_additive")
+    lines += ["", "GMACs = FlopCounterMode FLOPs / 2, with a formula for the CPU "
+              "scaled_dot_product_attention kernel (which FlopCounterMode counts 0)."]
+    return "\n".join(lines) + "\n"
+
+
 def _result(entries, facts, threads, notes, info, settings) -> dict:
     rows = []
     ref = next((e for e in entries if e.key == REFERENCE), None)
@@ -320,10 +412,30 @@ _LABELS = {"swiftformer_xs": "SwiftFormer-XS", "swiftformer_s": "SwiftFormer-S",
            "swiftformer_l1": "SwiftFormer-L1", "swiftformer_l3": "SwiftFormer-L3"}
 
 
+def _latency_table(columns: list[str], rows: list[dict], threads: list[str], first_cells,
+                   speed_key: str) -> list[str]:
+    """Markdown table lines: ``columns`` then, per thread count, the median [IQR] and speed."""
+    head = list(columns)
+    for t in threads:
+        head += [f"{t} thr: ms [IQR]", f"{t} thr: speed"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = first_cells(r)
+        for t in threads:
+            lat = r["latency"][t]
+            cells.append(f"{lat['median_ms']:.1f} [{lat['q1_ms']:.1f}-{lat['q3_ms']:.1f}]")
+            sp = r[speed_key].get(t)
+            cells.append(f"{sp:.2f}x" if sp is not None else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def to_markdown(result: dict) -> str:
     """The result as a markdown report: machine, settings, table, goals, notes."""
     if result["suite"] == "train":
         return _train_markdown(result)
+    if result["suite"] == "mixers":
+        return _mixers_markdown(result)
     m, s = result["machine"], result["settings"]
     threads = [str(t) for t in s["threads"]]
     lines = [
@@ -336,19 +448,10 @@ def to_markdown(result: dict) -> str:
         "warm-up calls; median latency in ms with the interquartile range; speed = "
         "t(timm swiftformer_xs, eager) / t (higher is faster).", "",
     ]
-    head = ["model", "implementation", "params (M)", "GMACs"]
-    for t in threads:
-        head += [f"{t} thr: ms [IQR]", f"{t} thr: speed"]
-    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in result["rows"]:
-        cells = [_LABELS.get(r["model"], r["model"]), f"{r['impl']} {r['backend']}",
-                 f"{r['params_m']:.2f}", f"{r['gmacs']:.2f}"]
-        for t in threads:
-            lat = r["latency"][t]
-            cells.append(f"{lat['median_ms']:.1f} [{lat['q1_ms']:.1f}-{lat['q3_ms']:.1f}]")
-            sp = r["speed_vs_reference"].get(t)
-            cells.append(f"{sp:.2f}x" if sp is not None else "-")
-        lines.append("| " + " | ".join(cells) + " |")
+    lines += _latency_table(
+        ["model", "implementation", "params (M)", "GMACs"], result["rows"], threads,
+        lambda r: [_LABELS.get(r["model"], r["model"]), f"{r['impl']} {r['backend']}",
+                   f"{r['params_m']:.2f}", f"{r['gmacs']:.2f}"], "speed_vs_reference")
     if result["goals"]:
         lines += ["", "Goals (SwiftFormer-XS, 1 thread, vs timm's eager swiftformer_xs):"]
         for name, g in result["goals"].items():
@@ -533,7 +636,13 @@ def _names(text: str) -> list[str]:
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    if args.suite == "train":
+    if args.suite == "mixers":
+        threads = [int(t) for t in _csv(args.threads)] if args.threads else [1]
+        result = run_mixers(threads=threads, size=args.size,
+                            rounds=args.rounds or (1 if args.quick else 5),
+                            repeats=args.repeats or (2 if args.quick else 10),
+                            warmup=1 if args.quick else 5, progress=True)
+    elif args.suite == "train":
         model = _names(args.models)[0] if args.models else "swiftformer_xs"
         result = run_train(model, quick=args.quick, data_root=args.data,
                            cache_dir=args.cache_dir)
@@ -557,7 +666,10 @@ def add_cli(subparsers) -> None:
     """Register ``swiftlearn bench``."""
     p = subparsers.add_parser("bench", help="CPU latency of SwiftFormer vs its peers "
                               "(markdown + JSON)", description=__doc__.split("\n\n")[0])
-    p.add_argument("--suite", choices=("latency", "train"), default="latency")
+    p.add_argument("--suite", choices=("latency", "train", "mixers"), default="latency",
+                   help="latency: SwiftFormer vs its peers; train: training throughput of the "
+                   "trainer's step vs a plain loop; mixers: params, GMACs and latency of every "
+                   "token-mixer variant (notebook 08)")
     p.add_argument("--models", help="comma-separated: swiftformer_xs,s,l1,l3 and timm peers "
                    f"({', '.join(PEERS)}); default all")
     p.add_argument("--threads", help="comma-separated thread counts (default 1,2)")

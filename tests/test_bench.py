@@ -159,3 +159,24 @@ def test_benchmark_throughput_times_the_trainers_step_and_a_plain_loop(monkeypat
     assert off["precision"] == "torch.float32"  # the precision reported is the one that ran
     with pytest.raises(ValueError, match="steps"):
         benchmark_throughput(steps=0)
+
+
+def test_mixers_suite_reports_every_variant(tmp_path):
+    from swiftlearn.bench import MIXER_VARIANTS, run_mixers, to_markdown
+
+    result = run_mixers(["additive-all", "mhsa-last", "none"], threads=[1], size=64, rounds=1,
+                        repeats=1, warmup=0)
+    rows = {r["variant"]: r for r in result["rows"]}
+    assert rows["additive-all"]["speed_vs_additive"]["1"] == 1.0
+    # no token mixing has fewer parameters and MACs; MHSA's SDPA kernel is counted, not 0
+    assert rows["none"]["params_m"] < rows["additive-all"]["params_m"]
+    assert rows["none"]["gmacs"] < rows["additive-all"]["gmacs"]
+    assert rows["mhsa-last"]["gmacs"] > 0 and rows["mhsa-last"]["latency"]["1"]["median_ms"] > 0
+    md = to_markdown(result)
+    assert "| mhsa-last | mixer='mhsa', mixer_stages=[3] |" in md
+    assert set(MIXER_VARIANTS) >= set(rows)
+    with pytest.raises(ValueError, match="unknown mixer variant"):
+        run_mixers(["linear"])
+    args = build_parser().parse_args(["bench", "--suite", "mixers", "--quick", "--size", "64",
+                                      "--out", str(tmp_path)])
+    assert args.func(args) == 0 and (tmp_path / "mixers.md").is_file()

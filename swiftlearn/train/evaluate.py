@@ -18,10 +18,11 @@ __all__ = ["evaluate", "progress_bar"]
 
 
 def progress_bar(iterable, **kwargs):
-    """A tqdm bar; in background runs (no terminal) a line a minute, not a carriage return."""
+    """A tqdm bar (a widget in Jupyter); in background runs (no terminal, no notebook) a line a
+    minute instead of a carriage return every step."""
     from tqdm.auto import tqdm
 
-    if not sys.stderr.isatty():
+    if not sys.stderr.isatty() and "notebook" not in tqdm.__module__:
         kwargs.setdefault("mininterval", 60.0)
     return tqdm(iterable, **kwargs)
 
