@@ -10,6 +10,12 @@ module may use it. Each helper exists once here instead of once per module:
   ``"fp16"`` / ``"off"``) used by training, evaluation and the benchmarks alike.
 * :data:`IMAGENET_MEAN`, :data:`IMAGENET_STD`, :func:`normalize` (images in [0, 1] or uint8)
   and :func:`normalize_pixels` (float pixels in 0-255, what Core ML and ONNX models receive).
+* :func:`staging_dir` and :func:`replace_dir`: build a folder (a Core ML package, an extracted
+  archive) beside its destination, then swap it in; the old folder is removed only once the new
+  one is in place.
+* :func:`remove_stale_temporaries`: delete the temporary siblings (``.<name>.<pid>.tmp``) that
+  a killed process left, and only those whose process is gone.
+* :func:`check_writable`: say before any work that an output path cannot be written.
 * :class:`MissingExtraError` and :func:`require`: one way to say which ``pip install`` fixes a
   missing optional dependency.
 """
@@ -20,6 +26,9 @@ import contextlib
 import importlib
 import json
 import os
+import re
+import shutil
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import torch
@@ -37,11 +46,16 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "autocast",
+    "check_writable",
     "cpu_supports_bf16",
     "normalize",
     "normalize_pixels",
+    "pid_alive",
+    "remove_stale_temporaries",
+    "replace_dir",
     "require",
     "run_command",
+    "staging_dir",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -50,9 +64,68 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # ------------------------------------------------------------------------- atomic writes
 
 
-def _temporary_sibling(path: Path) -> Path:
-    # same folder (so os.replace is a rename on one file system), hidden, unique per process
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+def _temporary_sibling(path: Path, old: bool = False) -> Path:
+    # same folder (so os.replace is a rename on one file system), hidden, unique per process;
+    # remove_stale_temporaries recognises exactly this pattern
+    return path.with_name(f".{path.name}.{os.getpid()}{'.old' if old else ''}.tmp")
+
+
+#: ``.<name>.<pid>.tmp`` (being written) and ``.<name>.<pid>.old.tmp`` (a folder being replaced)
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)(?P<old>\.old)?\.tmp$")
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists (True when that cannot be told: never guess dead)."""
+    if pid <= 0:
+        return False
+    if pid == os.getpid() or os.name == "nt":  # on Windows os.kill(pid, 0) would end it
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: alive, another user's
+        return True
+    return True
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
+def remove_stale_temporaries(folder: str | os.PathLike,
+                             names: Iterable[str] | Callable[[str], bool]) -> list[Path]:
+    """Delete the temporary siblings a killed process left in ``folder``; return them.
+
+    Only entries named like this module's temporaries (``.<name>.<pid>.tmp``) for one of
+    ``names`` (a collection of file names, or a predicate on the name) are considered, and only
+    when process ``<pid>`` no longer exists. A folder that was being replaced
+    (``.<name>.<pid>.old.tmp``) is put back when nothing took its place, else removed.
+    """
+    folder = Path(folder)
+    wanted = names if callable(names) else set(names).__contains__
+    removed: list[Path] = []
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _TEMPORARY.match(entry.name)
+        if not m or not wanted(m["name"]) or pid_alive(int(m["pid"])):
+            continue
+        try:
+            target = folder / m["name"]
+            if m["old"] and not target.exists():
+                os.replace(entry, target)  # the swap was interrupted: the old one is the one
+                continue
+            _remove(entry)
+        except OSError:
+            continue  # not ours to force: leave it
+        removed.append(entry)
+    return removed
 
 
 def atomic_write(path: str | os.PathLike, write) -> Path:
@@ -87,6 +160,65 @@ def atomic_write_json(obj, path: str | os.PathLike, indent: int | None = 1) -> P
 def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
     """``torch.save(obj, path)`` atomically."""
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+@contextlib.contextmanager
+def staging_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """A fresh temporary folder beside ``path`` (``.<name>.<pid>.tmp``, same file system, so
+    what is built in it can be renamed into place); removed with its contents on exit."""
+    path = Path(path)
+    stage = _temporary_sibling(path)
+    if stage.exists():
+        _remove(stage)
+    stage.mkdir(parents=True)
+    try:
+        yield stage
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def replace_dir(new: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Move the finished folder ``new`` to ``path``. A folder already at ``path`` is first
+    renamed aside and deleted only once ``new`` is in place; if the move fails it is put back.
+    """
+    new, path = Path(new), Path(path)
+    old = None
+    if path.exists() or path.is_symlink():
+        old = _temporary_sibling(path, old=True)
+        if old.exists():
+            _remove(old)
+        os.replace(path, old)
+    try:
+        os.replace(new, path)
+    except BaseException:
+        if old is not None:
+            os.replace(old, path)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def check_writable(path: str | os.PathLike, what: str, kind: str = "file") -> Path:
+    """Raise a one-line error now, before any work, if ``path`` cannot be written later.
+
+    ``kind="file"``: ``path`` must not be a folder; ``kind="dir"``: it must not be a file. The
+    nearest existing ancestor must be a writable folder (missing folders are created later).
+    Nothing is created here.
+    """
+    path = Path(path).expanduser()
+    if kind == "file" and path.is_dir():
+        raise ValueError(f"{what} {path} is a folder; give a file name")
+    if kind == "dir" and path.exists() and not path.is_dir():
+        raise ValueError(f"{what} {path} is a file, not a folder; choose another path")
+    probe = path if kind == "dir" and path.is_dir() else path.parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ValueError(f"{what} {path}: {probe} is a file, so no folder can be made there")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ValueError(f"{what} {path}: {probe} is not writable; choose another path")
+    return path
 
 
 # ------------------------------------------------------------------------- precision
@@ -184,7 +316,8 @@ def require(module: str, purpose: str | None = None):
 
 def run_command(parser, argv=None) -> int:
     """Parse ``argv`` and run the chosen sub-command's ``func``; a user error (``ValueError``,
-    ``FileNotFoundError``, ``RuntimeError``) becomes one line on stderr and exit status 1."""
+    ``FileNotFoundError``, ``RuntimeError``) or a refusal of the system (``OSError``: no space
+    left, read-only file system) becomes one line on stderr and exit status 1."""
     import sys
 
     args = parser.parse_args(argv)
@@ -195,4 +328,8 @@ def run_command(parser, argv=None) -> int:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"{parser.prog} {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # the machine said no: disk full, read-only, permissions
+        where = f": {e.filename}" if e.filename else ""
+        print(f"{parser.prog} {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
         return 1

@@ -73,3 +73,99 @@ def test_run_command_turns_user_errors_into_one_line(capsys):
     assert U.run_command(parser, ["go"]) == 1
     assert capsys.readouterr().err.strip() == "tool go: error: bad option; use --good"
     assert U.run_command(parser, []) == 2
+
+
+def _dead_pid() -> int:
+    """The id of a process that has exited (its id is not reused within a test)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", ""])
+    proc.wait()
+    return proc.pid
+
+
+def test_stale_temporaries_of_dead_processes_are_removed_and_only_those(tmp_path):
+    import os
+
+    dead, mine = _dead_pid(), os.getpid()
+    stale = tmp_path / f".last.pt.{dead}.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    live = tmp_path / f".last.pt.{mine}.tmp"  # a save in progress in a live process
+    live.write_bytes(b"being written")
+    other = tmp_path / f".notes.txt.{dead}.tmp"  # not a name the caller writes
+    other.write_text("keep")
+    user = tmp_path / "last.pt.123.tmp"  # not hidden: not our pattern
+    user.write_text("keep")
+    folder = tmp_path / f".pkg.mlpackage.{dead}.tmp"
+    (folder / "Data").mkdir(parents=True)
+    # a replacement interrupted after the old package was moved aside: it is put back
+    aside = tmp_path / f".old.mlpackage.{dead}.old.tmp"
+    aside.mkdir()
+    (aside / "Manifest.json").write_text("{}")
+    removed = U.remove_stale_temporaries(tmp_path, {"last.pt", "pkg.mlpackage",
+                                                    "old.mlpackage"})
+    assert sorted(p.name for p in removed) == sorted([stale.name, folder.name])
+    assert not stale.exists() and not folder.exists()
+    assert live.exists() and other.exists() and user.exists()
+    assert (tmp_path / "old.mlpackage" / "Manifest.json").is_file() and not aside.exists()
+    assert U.remove_stale_temporaries(tmp_path / "absent", {"x"}) == []
+    assert U.pid_alive(mine) and not U.pid_alive(dead) and not U.pid_alive(0)
+
+
+def test_replace_dir_swaps_in_a_finished_folder_and_keeps_the_old_on_failure(tmp_path,
+                                                                              monkeypatch):
+    import os
+
+    path = tmp_path / "out.pkg"
+    path.mkdir()
+    (path / "old").write_text("old")
+    with U.staging_dir(path) as stage:
+        assert stage.parent == tmp_path and stage.name.startswith(".out.pkg.")
+        (stage / "new").mkdir()
+        (stage / "new" / "file").write_text("new")
+        U.replace_dir(stage / "new", path)
+    assert [p.name for p in path.iterdir()] == ["file"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out.pkg"]  # nothing left beside it
+    real_replace = os.replace
+
+    def failing(src, dst):  # the disk fills up as the new folder is moved in
+        if str(dst) == str(path) and os.path.basename(src) == "new":
+            raise OSError(28, "No space left on device")
+        return real_replace(src, dst)
+
+    with U.staging_dir(path) as stage:
+        (stage / "new").mkdir()
+        monkeypatch.setattr(os, "replace", failing)
+        with pytest.raises(OSError, match="No space"):
+            U.replace_dir(stage / "new", path)
+        monkeypatch.setattr(os, "replace", real_replace)
+    assert (path / "file").read_text() == "new"  # the old folder was put back
+    assert [p.name for p in tmp_path.iterdir()] == ["out.pkg"]
+
+
+def test_check_writable_says_why_before_any_work(tmp_path):
+    (tmp_path / "file").write_text("x")
+    U.check_writable(tmp_path / "new" / "deeper" / "m.json", "--json")  # creates nothing
+    assert not (tmp_path / "new").exists()
+    with pytest.raises(ValueError, match="--json .* is a folder"):
+        U.check_writable(tmp_path, "--json")
+    with pytest.raises(ValueError, match="--out .* is a file, not a folder"):
+        U.check_writable(tmp_path / "file", "--out", kind="dir")
+    with pytest.raises(ValueError, match="is a file, so no folder can be made there"):
+        U.check_writable(tmp_path / "file" / "run", "--out", kind="dir")
+
+
+def test_run_command_reports_what_the_system_refused(capsys):
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="tool")
+    sub = parser.add_subparsers(dest="command")
+
+    def full(args):
+        raise OSError(28, "No space left on device", "/runs/x/last.pt")
+
+    sub.add_parser("go").set_defaults(func=full)
+    assert U.run_command(parser, ["go"]) == 1
+    assert capsys.readouterr().err.strip() == \
+        "tool go: error: No space left on device: /runs/x/last.pt"
