@@ -283,25 +283,58 @@ def safe_load(path: str | os.PathLike):
 
     Raises:
         FileNotFoundError: no file at ``path``.
-        RuntimeError: the file holds other objects (it was not unpickled), or is not a
-            checkpoint at all; the message says what to do.
+        RuntimeError: the file is not a checkpoint at all (empty, truncated, not a torch file),
+            or it holds Python objects beyond tensors and plain values (then it was not
+            unpickled, and the message names the refused object); the message says what to do.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     if path.suffix == ".safetensors":
         load_file = require("safetensors.torch", f"reading {path.name}").load_file
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except Exception as e:  # safetensors_rust.SafetensorError and friends
+            raise RuntimeError(_broken(path, e)) from e
+    if path.stat().st_size == 0:
+        raise RuntimeError(_broken(path, "the file is empty"))
     try:
         # training checkpoints carry numpy RNG states: allow exactly the numpy array types
         with torch.serialization.safe_globals(_numpy_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle.UnpicklingError and friends
+    except Exception as e:  # pickle.UnpicklingError, RuntimeError (zip), EOFError, ...
+        refused = _refused_object(str(e))
+        if refused is None:
+            raise RuntimeError(_broken(path, e)) from e
         raise RuntimeError(
-            f"{path} holds more than tensors and plain Python values, so it was not unpickled "
-            f"({type(e).__name__}). If you trust the file, load it with "
-            f"`torch.load(path, weights_only=False)` and pass the dict instead.") from e
+            f"{path} holds Python objects beyond tensors and plain values ({refused}), so it was "
+            "not unpickled: loading it could run code. If you trust the file, load it with "
+            "`torch.load(path, weights_only=False)` and pass the dict instead.") from e
 
+
+def _broken(path: Path, error: Exception | str) -> str:
+    """The one-line message for a file that could not be read as a checkpoint at all."""
+    if isinstance(error, str):
+        reason = error
+    else:
+        text = str(error)
+        if "WeightsUnpickler error:" in text:  # keep the unpickler's finding, not torch's advice
+            text = text.split("WeightsUnpickler error:", 1)[1]
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        reason = type(error).__name__ + (f": {lines[0][:120]}" if lines else "")
+    return (f"{path} is not a checkpoint (empty, truncated or not a torch file; {reason}). "
+            "Use another copy of it, or write it again")
+
+
+def _refused_object(message: str) -> str | None:
+    """What torch's weights-only unpickler refused to build, from its error message (``None``:
+    the file was unreadable, not refused)."""
+    m = re.search(r"GLOBAL (\S+)", message)
+    if m:
+        return m[1].rstrip(".")
+    if "allowlisted" in message or "Can only create new object" in message:
+        return "an object of a class not allowed"
+    return None
 
 
 # ---------------------------------------------------------------- trained weights

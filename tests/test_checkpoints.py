@@ -312,3 +312,29 @@ def test_safe_load_refuses_pickled_code(tmp_path):
         safe_load(path)
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         safe_load(tmp_path / "missing.pt")
+
+
+@pytest.mark.parametrize("content", [b"", b"\x93\x11 random bytes \xff" * 40, "truncated"])
+def test_safe_load_calls_a_broken_file_broken(tmp_path, content):
+    """Empty, random or truncated files are not checkpoints: no advice to unpickle them."""
+    from swiftlearn.checkpoints import safe_load
+
+    path = tmp_path / "broken.pt"
+    if content == "truncated":
+        torch.save({"model": {"w": torch.ones(100)}}, path)
+        content = path.read_bytes()[:200]
+    path.write_bytes(content)
+    with pytest.raises(RuntimeError, match=r"is not a checkpoint \(empty, truncated or not a "
+                                           r"torch file") as e:
+        safe_load(path)
+    assert "weights_only" not in str(e.value) and "\n" not in str(e.value)
+
+
+def test_safe_load_names_the_refused_object(tmp_path):
+    from swiftlearn.checkpoints import safe_load
+
+    path = tmp_path / "evil.pt"
+    torch.save({"model": {}, "hook": print}, path)
+    with pytest.raises(RuntimeError, match=r"\((builtins.)?print\), so it was not unpickled") as e:
+        safe_load(path)
+    assert "\n" not in str(e.value)
