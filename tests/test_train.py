@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import os
 import subprocess
@@ -388,3 +389,176 @@ def test_short_run_on_real_imagenette(imagenette_root, tmp_path):
     assert result.classes[0] == "tench"
     assert result.history[0]["val_top1"] is not None
     assert Path(result.out, "final_fp16.pt").is_file()
+
+
+# --- failing early, one line each ------------------------------------------------------------
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(eval_every=0), "eval_every must be >= 1"),
+    (dict(eval_size=10), "eval_size must be 0"),
+    (dict(subset=-1), "subset must be >= 0"),
+    (dict(warmup_epochs=-5), "warmup_epochs must be >= 0"),
+    (dict(threads=-7), "threads must be >= 1, or 0"),
+    (dict(mixup=0.2, mix_prob=0), "mix_prob is 0"),
+    (dict(cutmix=1.0, mix_prob=0), "mix_prob is 0"),
+    (dict(checkpoint_minutes=0), "checkpoint_minutes must be > 0"),
+    (dict(checkpoint_every_steps=-1), "checkpoint_every_steps must be >= 0"),
+    (dict(drop_path=1.0), "drop_path must be in"),
+    (dict(model="swiftformer_xxl"), "swiftformer_xxl"),
+    (dict(teacher_model="resnet"), "resnet"),
+])
+def test_config_refuses_what_would_fail_late_or_silently(bad, message):
+    with pytest.raises(ValueError, match=message) as e:
+        T.TrainConfig(**bad)
+    assert str(e.value).startswith("TrainConfig: ") and "\n" not in str(e.value)
+    T.TrainConfig(mixup=0.0, mix_prob=0.0)  # no mixing asked for: mix_prob does not matter
+
+
+def _hashes(folder: Path) -> dict:
+    import hashlib
+
+    return {p.name: hashlib.sha1(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())
+            if p.is_file()}
+
+
+def test_a_fresh_run_over_an_existing_one_is_refused_unless_overwrite(tmp_path):
+    data = tiny_data(16)
+    run = tmp_path / "run"
+    T.fit(tiny_config(run, epochs=1), train_data=data, progress=False)
+    before = _hashes(run)
+    with pytest.raises(ValueError, match=r"already holds a run \(last.pt, config.json.*--resume"
+                                         r".*--overwrite") as e:
+        T.fit(tiny_config(run, epochs=1, lr=0.1), train_data=data, progress=False)
+    assert "\n" not in str(e.value)
+    assert _hashes(run) == before  # not a byte changed, train.log included
+    other = tmp_path / "other"  # continuing run's checkpoint in another run's folder
+    T.fit(tiny_config(other, epochs=1, seed=1), train_data=data, progress=False)
+    theirs = _hashes(other)
+    with pytest.raises(ValueError, match="already holds another run"):
+        T.fit(tiny_config(other, epochs=1), train_data=data, resume=run / "last.pt",
+              progress=False)
+    assert _hashes(other) == theirs
+    with pytest.raises(ValueError, match="exclude each other"):
+        T.fit(tiny_config(run, epochs=1), train_data=data, resume=True, overwrite=True,
+              progress=False)
+    result = T.fit(tiny_config(run, epochs=1, lr=0.1), train_data=data, overwrite=True,
+                   progress=False)
+    assert json.loads((run / "config.json").read_text())["lr"] == 0.1
+    assert torch.load(run / "last.pt", weights_only=False)["config"]["lr"] == 0.1
+    assert len(result.history) == 1
+    assert "--overwrite: removed the previous run's last.pt" in (run / "train.log").read_text()
+
+
+def test_a_run_that_fails_before_training_writes_nothing(tmp_path):
+    run = tmp_path / "new"
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        T.fit(tiny_config(run, batch_size=64), train_data=tiny_data(8), progress=False)
+    assert not run.exists()
+    with pytest.raises(RuntimeError, match="not a checkpoint"):  # a broken teacher file
+        (tmp_path / "teacher.pt").write_bytes(b"")
+        T.fit(tiny_config(run, teacher=str(tmp_path / "teacher.pt")), train_data=tiny_data(16),
+              progress=False)
+    assert not run.exists()
+    (tmp_path / "file").write_text("mine")
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        T.fit(tiny_config(tmp_path / "file"), train_data=tiny_data(16), progress=False)
+    assert (tmp_path / "file").read_text() == "mine"
+
+
+def test_resuming_a_finished_run_writes_the_missing_final_files(tmp_path):
+    data = tiny_data(16)
+    cfg = tiny_config(tmp_path, epochs=1)
+    first = T.fit(cfg, train_data=data, progress=False)
+    final = (tmp_path / "final_fp16.pt").read_bytes()
+    for name in ("final_fp16.pt", "history.json", "history.csv"):  # as if killed before them
+        (tmp_path / name).unlink()
+    again = T.fit(cfg, train_data=data, resume=True, progress=False)
+    assert again.history == first.history
+    assert json.loads((tmp_path / "history.json").read_text()) == first.history
+    assert (tmp_path / "history.csv").is_file()
+    weights = torch.load(tmp_path / "final_fp16.pt", weights_only=True)
+    assert set(weights) == set(torch.load(io.BytesIO(final), weights_only=True))
+    assert "wrote the missing final_fp16.pt, history.json, history.csv" in \
+        (tmp_path / "train.log").read_text()
+    T.fit(cfg, train_data=data, resume=True, progress=False)
+    assert (tmp_path / "train.log").read_text().rstrip().endswith("nothing to do")
+
+
+def test_cli_train_refuses_an_existing_run_and_broken_checkpoints(tmp_path, capsys):
+    root = synthetic_imagenette(tmp_path / "root", per_class=2, size=40)
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    common = ["--data", str(root), "--cache-dir", str(cache), "--cache-size", "40", "--quiet",
+              "--epochs", "1", "--batch-size", "10", "--img-size", "32", "--threads", "1"]
+    assert train_cli.main(["train", *common, "--out", str(out)]) == 0
+    capsys.readouterr()
+    before = _hashes(out)
+    assert train_cli.main(["train", *common, "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--resume" in err and "--overwrite" in err
+    assert _hashes(out) == before
+    # bad data: refused before anything is written, config.json of the run included
+    assert train_cli.main(["train", *common[2:], "--data", str(tmp_path / "nodata"),
+                           "--out", str(tmp_path / "new")]) == 1
+    assert "nodata is not" in capsys.readouterr().err and not (tmp_path / "new").exists()
+    assert train_cli.main(["train", "--resume", str(out), "--data", str(tmp_path / "nodata"),
+                           "--quiet"]) == 1
+    capsys.readouterr()
+    assert _hashes(out) == before
+    assert train_cli.main(["train", "--resume", str(out), "--overwrite"]) == 1
+    assert "choose one" in capsys.readouterr().err
+    assert train_cli.main(["train", *common, "--out", str(out), "--overwrite"]) == 0
+    capsys.readouterr()
+    for content in (b"", b"\x00garbage" * 10):
+        (tmp_path / "broken.pt").write_bytes(content)
+        assert train_cli.main(["train", "--resume", str(tmp_path / "broken.pt")]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "not a checkpoint" in err and "weights_only" not in err
+    torch.save([1, 2, 3], tmp_path / "list.pt")
+    assert train_cli.main(["train", "--resume", str(tmp_path / "list.pt")]) == 1
+    assert "not a swiftlearn training checkpoint (it holds a list)" in capsys.readouterr().err
+    assert train_cli.main(["train", *common, "--out", str(tmp_path / "t"), "--teacher",
+                           str(tmp_path / "list.pt")]) == 1
+    assert "--teacher" in capsys.readouterr().err and not (tmp_path / "t").exists()
+
+
+def test_cli_evaluate_checks_json_and_checkpoint_before_evaluating(tmp_path, capsys,
+                                                                  monkeypatch):
+    def never(*args, **kwargs):
+        raise AssertionError("evaluated although the command was bound to fail")
+
+    monkeypatch.setattr(train_cli, "evaluate", never)
+    monkeypatch.setattr(train_cli, "load_cached", never)
+    weights = tmp_path / "w.pt"
+    torch.save({"model": create_model("xs", num_classes=4).state_dict(),
+                "config": {"model": "swiftformer_xs"}}, weights)
+    assert train_cli.main(["evaluate", "--checkpoint", str(weights), "--json",
+                           str(tmp_path)]) == 1
+    assert "--json" in capsys.readouterr().err
+    for content in (b"", b"PK\x03\x04 truncated zip"):
+        (tmp_path / "broken.pt").write_bytes(content)
+        assert train_cli.main(["evaluate", "--checkpoint", str(tmp_path / "broken.pt")]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "not a checkpoint" in err
+    torch.save([torch.ones(2)], tmp_path / "list.pt")
+    assert train_cli.main(["evaluate", "--checkpoint", str(tmp_path / "list.pt")]) == 1
+    assert "holds no weights" in capsys.readouterr().err
+
+
+def test_a_full_disk_while_saving_is_one_line_and_keeps_the_checkpoint(tmp_path, monkeypatch):
+    from swiftlearn.train import state
+
+    path = tmp_path / "last.pt"
+    state.save_checkpoint({"step": 1}, path)
+
+    def full(obj, f):
+        Path(f).write_bytes(b"half")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(RuntimeError, match=r"could not write .*last.pt \(\[enforce fail.*free "
+                                           r"some disk space") as e:
+        state.save_checkpoint({"step": 2}, path)
+    assert "\n" not in str(e.value)
+    monkeypatch.undo()
+    assert torch.load(path) == {"step": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]

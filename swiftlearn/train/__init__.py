@@ -12,7 +12,10 @@ checkpoints.
 A run folder holds ``last.pt`` (written atomically: model, EMA, optimizer, scheduler, scaler, RNG
 states, epoch, step and the config), ``config.json``, ``history.json`` / ``history.csv`` (one row
 per epoch), ``train.log`` and, at the end, ``final_fp16.pt``. ``fit(config, resume=True)``
-continues from ``last.pt`` and ends with the same weights as an uninterrupted run.
+continues from ``last.pt`` and ends with the same weights as an uninterrupted run (a finished
+run: it writes whatever final files are missing). A fresh run in a folder that already holds one
+is refused unless ``overwrite=True`` (``--overwrite``), and nothing is written to the folder
+until the options, the resume point, the teacher and the data have been checked.
 
 One concept per module:
 

@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from pathlib import Path
 
 from ..checkpoints import load_trained, safe_load, trained_image_size
 from ..data import load_cached
-from ..utils import run_command
+from ..utils import atomic_write_json, check_writable, run_command
 from .config import RESUMABLE_CHANGES, TrainConfig, cli_fields
 from .evaluate import evaluate
 from .loop import fit
 from .recipes import RECIPES, from_recipe
+from .state import read_training_checkpoint
 
 __all__ = ["add_cli", "main"]
 
@@ -35,12 +35,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if not args.channels_last:
         given["channels_last"] = False
     path = None
+    if args.resume and args.overwrite:
+        raise ValueError("--resume continues a run and --overwrite replaces it; choose one")
     if args.resume:
         path = Path(args.resume)
         path = path / "last.pt" if path.is_dir() else path
         if not path.is_file():
             raise FileNotFoundError(f"--resume: no checkpoint at {path}")
-        saved = safe_load(path)["config"]
+        saved = read_training_checkpoint(path)["config"]
         config = TrainConfig.from_dict({**saved, **given})
         if "out" not in given:
             config.out = str(path.parent)
@@ -48,15 +50,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config = from_recipe(args.recipe, **given)
     else:
         config = TrainConfig.from_dict(given)
-    result = fit(config, resume=path or False, progress=not args.quiet)
+    result = fit(config, resume=path or False, progress=not args.quiet,
+                 overwrite=args.overwrite)
     if result.history and "val_top1" in result.history[-1]:
         print(f"final val top1 {result.history[-1]['val_top1']:.2f}%  ->  {result.out}")
     return 0
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.json:  # before the evaluation, so that its metrics cannot be lost
+        check_writable(args.json, "--json")
     ckpt = safe_load(args.checkpoint)
-    config = ckpt.get("config") or {}
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
+        raise ValueError(f"--checkpoint {args.checkpoint} holds no weights under 'model'; pass "
+                         "a last.pt or final_fp16.pt written by swiftlearn train")
+    config = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
     net = load_trained(args.checkpoint, use_ema=not args.no_ema)
     data = load_cached(args.data or config.get("data"), args.split,
                        args.cache_size or config.get("cache_size", 176),
@@ -65,7 +73,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     m = evaluate(net, data, size, batch_size=args.batch_size, crop_pct=args.crop_pct,
                  progress=not args.quiet)
     if args.json:
-        Path(args.json).write_text(json.dumps(m, indent=1))
+        Path(args.json).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(m, Path(args.json).expanduser())
     print(f"{args.split}: top-1 {m['top1']:.2f}%  top-5 {m['top5']:.2f}%  loss {m['loss']:.4f}  "
           f"({m['n']} images at {size}px)")
     for name, a in zip(m["classes"], m["per_class"]):
@@ -93,6 +102,10 @@ def add_cli(subparsers) -> None:
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
     p.add_argument("--resume", default=None, metavar="RUN_OR_CKPT",
                    help="continue a run folder (its last.pt) or a checkpoint file")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh in an --out that already holds a run, replacing its "
+                   "last.pt, config, history and final weights (without it, such a folder is "
+                   "refused)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_train, channels_last=True)
 

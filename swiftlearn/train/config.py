@@ -10,7 +10,14 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import asdict, dataclass, field
 
-from ..model import ALL_STAGES, FORMULATIONS, MIN_SIZE, MIXERS, check_mixer_stages
+from ..model import (
+    ALL_STAGES,
+    FORMULATIONS,
+    MIN_SIZE,
+    MIXERS,
+    canonical_name,
+    check_mixer_stages,
+)
 from ..utils import AMP_MODES
 
 __all__ = ["NOISE_LEVELS", "RESUMABLE_CHANGES", "TrainConfig", "cli_fields", "config_diff",
@@ -118,8 +125,11 @@ class TrainConfig:
         self.resize_schedule = [[int(e), int(s)] for e, s in self.resize_schedule]
         try:
             self.mixer_stages = list(check_mixer_stages(self.mixer_stages))
+            canonical_name(self.model)  # a wrong name fails here, before any data is decoded
+            canonical_name(self.teacher_model)
         except ValueError as e:
             raise ValueError(f"TrainConfig: {e}") from None
+        mixing = self.mixup > 0 or self.cutmix > 0
         checks = [
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.batch_size >= 2, "batch_size must be >= 2 (BatchNorm needs 2 samples)"),
@@ -136,9 +146,26 @@ class TrainConfig:
             (0 < self.scale_min <= 1, "scale_min must be in (0, 1]"),
             (self.mixup >= 0 and self.cutmix >= 0, "mixup and cutmix alphas must be >= 0"),
             (0 <= self.mix_prob <= 1, "mix_prob must be in [0, 1]"),
+            (self.mix_prob > 0 or not mixing, "mix_prob is 0, so no batch would be mixed although "
+             "mixup or cutmix is on: set mix_prob (--mix-prob) > 0, or turn mixup/cutmix off"),
             (self.cache_size >= MIN_SIZE, f"cache_size must be >= {MIN_SIZE}"),
+            (self.eval_size == 0 or self.eval_size >= MIN_SIZE,
+             f"eval_size must be 0 (the training size) or >= {MIN_SIZE} (the network "
+             "downsamples 32x)"),
             (0 < self.eval_crop_pct <= 1, "eval_crop_pct must be in (0, 1]"),
+            (self.eval_every >= 1, "eval_every must be >= 1 (the last epoch is always "
+             "validated: use a value above epochs to validate only then)"),
             (self.noise in NOISE_LEVELS, "noise must be 0, 1, 5, 25 or 50"),
+            (self.subset >= 0, "subset must be >= 0 (images per class; 0: all)"),
+            (self.warmup_epochs >= 0, "warmup_epochs must be >= 0 (0: no warm-up)"),
+            (self.weight_decay >= 0, "weight_decay must be >= 0"),
+            (self.clip_grad >= 0, "clip_grad must be >= 0 (0: off)"),
+            (0 <= self.drop_path < 1, "drop_path must be in [0, 1)"),
+            (self.seed >= 0, "seed must be >= 0"),
+            (self.threads >= -1, "threads must be >= 1, or 0 (torch's default) or -1 (auto)"),
+            (self.checkpoint_minutes > 0, "checkpoint_minutes must be > 0 (a large value saves "
+             "only at the end of each epoch)"),
+            (self.checkpoint_every_steps >= 0, "checkpoint_every_steps must be >= 0 (0: off)"),
             (self.time_budget_min >= 0, "time_budget_min must be >= 0"),
         ]
         for ok, message in checks:

@@ -19,10 +19,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..checkpoints import load_trained
+from ..checkpoints import load_trained, safe_load
 from ..data import CachedImages, batch_indices, load_cached
 from ..model import create_model
-from ..utils import atomic_write_json
+from ..utils import atomic_write_json, check_writable, remove_stale_temporaries
 from .config import TrainConfig
 from .distributed import (
     broadcast_flag,
@@ -33,6 +33,7 @@ from .distributed import (
 )
 from .evaluate import evaluate, progress_bar
 from .state import (
+    RUN_FILES,
     EpochTotals,
     RunState,
     checkpoint_dict,
@@ -64,7 +65,8 @@ class FitResult:
 def fit(config: TrainConfig, *, resume: bool | str | os.PathLike = False,
         train_data: CachedImages | None = None, val_data: CachedImages | None = None,
         teacher: nn.Module | None = None, callback: Callable[[dict], None] | None = None,
-        progress: bool = True, device: str | torch.device | None = None) -> FitResult:
+        progress: bool = True, device: str | torch.device | None = None,
+        overwrite: bool = False) -> FitResult:
     """Train ``config.model`` and return the result (see :mod:`swiftlearn.train` for the recipe).
 
     Args:
@@ -83,6 +85,14 @@ def fit(config: TrainConfig, *, resume: bool | str | os.PathLike = False,
             raised by it stops training (the last checkpoint stays valid).
         progress: tqdm bars.
         device: default CUDA when available, else CPU.
+        overwrite: start afresh in a folder that already holds a run, replacing its
+            :data:`~swiftlearn.train.state.RUN_FILES`. Without it (and without ``resume``) such a
+            folder is refused with a ``ValueError``, so that no run is lost by accident.
+
+    Nothing is written to ``config.out`` until the options, the resume point, the teacher and
+    the data have been checked: a run that fails before its first step leaves the folder as it
+    was. A run that had finished is resumed by writing whatever final files are missing
+    (``final_fp16.pt``, the history), e.g. after a kill between the last checkpoint and them.
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     max_threads = torch.get_num_threads()
@@ -90,7 +100,8 @@ def fit(config: TrainConfig, *, resume: bool | str | os.PathLike = False,
         torch.set_num_threads(config.threads)
     started_dist = maybe_init_distributed(device)
     try:
-        run = _Run(config, device, resume, train_data, val_data, teacher, callback, progress)
+        run = _Run(config, device, resume, train_data, val_data, teacher, callback, progress,
+                   overwrite)
         return run.run()
     finally:
         torch.set_num_threads(max_threads)
@@ -112,6 +123,40 @@ def _resume_path(resume, out: Path) -> Path | None:
     return None
 
 
+def _check_run_folder(out: Path, resume, path: Path | None, overwrite: bool) -> None:
+    """Refuse to start a fresh run over another one (unless ``overwrite``), before any work."""
+    check_writable(out, "the run folder (--out)", kind="dir")
+    if overwrite and resume:
+        raise ValueError("overwrite and resume exclude each other: resume continues the run in "
+                         f"{out}, overwrite replaces it; choose one")
+    if overwrite or not out.is_dir():
+        return
+    held = [name for name in RUN_FILES if (out / name).exists()]
+    if path is not None:  # continuing a run: only another run's folder is in danger
+        if held and path.parent.resolve() != out.resolve():
+            raise ValueError(f"{out} already holds another run ({', '.join(held)}); continuing "
+                             f"{path} there would replace it: choose another --out")
+        return
+    if not held or (resume and held == ["config.json"]):
+        return  # empty, or a run killed before its first checkpoint: nothing trained to lose
+    if resume:
+        raise ValueError(f"{out} holds {', '.join(held)} but no last.pt to resume from; replace "
+                         "that run with --overwrite (fit(..., overwrite=True)) or choose "
+                         "another --out")
+    raise ValueError(
+        f"{out} already holds a run ({', '.join(held)}); continue it with --resume "
+        "(fit(..., resume=True)), replace it with --overwrite (fit(..., overwrite=True)), "
+        "or choose another --out")
+
+
+def _check_teacher(path: str) -> None:
+    """A ``--teacher`` file must exist and hold weights (read again once the classes are known)."""
+    ckpt = safe_load(path)
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
+        raise ValueError(f"--teacher {path} holds no weights under 'model'; pass a file written "
+                         "by swiftlearn train (final_fp16.pt or last.pt)")
+
+
 def _load_split(config: TrainConfig, split: str, progress: bool) -> CachedImages:
     data = load_cached(config.data, split, config.cache_size,
                        noise=config.noise if split == "train" else 0,
@@ -123,16 +168,26 @@ class _Run:
     """One session of a run: set up (resume point, data, model, trainer), then epochs."""
 
     def __init__(self, config: TrainConfig, device: torch.device, resume, train_data, val_data,
-                 teacher, callback, progress: bool):
+                 teacher, callback, progress: bool, overwrite: bool = False):
         self.config, self.device, self.callback = config, device, callback
         self.rank, self.world = dist_info()
         self.is_main = self.rank == 0
         self.progress = progress and self.is_main
         self.out = Path(config.out)
         self.max_threads = torch.get_num_threads()
-        # 1. resume point (read before anything is written)
+        # 1. resume point and run folder: checked and read before anything is written
         path = _resume_path(resume, self.out)
+        refusal = None
+        if self.is_main:  # rank 0 decides for all: the others must not see its writes
+            try:
+                _check_run_folder(self.out, resume, path, overwrite)
+            except ValueError as e:
+                refusal = e
+        if not broadcast_flag(refusal is None, self.world):
+            raise refusal or ValueError(f"rank 0 refused the run folder {self.out}")
         ckpt = read_resume(path, config) if path is not None else None
+        if teacher is None and config.teacher:
+            _check_teacher(config.teacher)
         # 2. data
         if train_data is None:
             train_data = _load_split(config, "train", self.progress)
@@ -167,9 +222,18 @@ class _Run:
         self.state = RunState()
         if ckpt is not None:
             self.restore(ckpt)
+        # 5. everything checked: only now touch the run folder
+        replaced: list[str] = []
         if self.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(self.out, RUN_FILES)  # what killed sessions left
+            if overwrite:
+                replaced = [name for name in RUN_FILES if (self.out / name).exists()]
+                for name in replaced:
+                    (self.out / name).unlink()
             atomic_write_json(asdict(config), self.out / "config.json", indent=2)
+        if replaced:
+            self.log(f"--overwrite: removed the previous run's {', '.join(replaced)}")
         if ckpt is not None:
             self.log(f"resumed {path} at epoch {self.state.epoch + 1} step "
                      f"{self.state.step_in_epoch} ({self.state.global_step} steps, "
@@ -259,13 +323,24 @@ class _Run:
             if not self.run_epoch(epoch):
                 break
         if self.is_main:
-            if not ran:
-                self.log(f"{self.out} has already finished; nothing to do")
-            else:
-                export_weights(self.out / "last.pt", self.out / "final_fp16.pt")
+            self.finish(ran)
         t.model.eval()
         return FitResult(t.model, t.ema.module if t.ema else None, s.history, self.out,
                          self.classes)
+
+    def finish(self, ran: bool) -> None:
+        """Write the final files: after training, or on resuming a finished run whatever is
+        missing (a kill between the last checkpoint and them)."""
+        final = self.out / "final_fp16.pt"
+        missing = [p.name for p in (final, self.out / "history.json", self.out / "history.csv")
+                   if not p.is_file()]
+        if self.state.history:  # the checkpoint's history is the truth; rewriting is idempotent
+            write_history(self.state.history, self.out)
+        if ran or not final.is_file():
+            export_weights(self.out / "last.pt", final)
+        if not ran:
+            wrote = f"; wrote the missing {', '.join(missing)}" if missing else "; nothing to do"
+            self.log(f"{self.out} has already finished{wrote}")
 
     def set_budget_lr(self, used: float) -> None:
         """Time-budget runs: warm-up by steps, then the cosine over the budget's share used."""

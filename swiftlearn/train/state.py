@@ -22,9 +22,9 @@ from ..checkpoints import safe_load, save_trained
 from ..utils import atomic_torch_save, atomic_write_json, atomic_write_text
 from .config import TrainConfig, config_diff
 
-__all__ = ["CHECKPOINT_FORMAT", "EpochTotals", "RunState", "checkpoint_dict", "export_weights",
-           "get_rng_state", "read_resume", "run_state_of", "save_checkpoint", "set_rng_state",
-           "write_history"]
+__all__ = ["CHECKPOINT_FORMAT", "RUN_FILES", "EpochTotals", "RunState", "checkpoint_dict",
+           "export_weights", "get_rng_state", "read_resume", "read_training_checkpoint",
+           "run_state_of", "save_checkpoint", "set_rng_state", "write_history"]
 
 CHECKPOINT_FORMAT = "swiftlearn-train-v1"
 
@@ -73,12 +73,28 @@ class RunState:
     totals: EpochTotals = field(default_factory=EpochTotals)
 
 
+#: what a run folder holds that a fresh run would replace (``train.log`` is only appended to)
+RUN_FILES = ("last.pt", "config.json", "history.json", "history.csv", "final_fp16.pt")
+
+
+def read_training_checkpoint(path: str | os.PathLike) -> dict:
+    """A ``last.pt`` written by :func:`~swiftlearn.train.fit`, loaded safely; a ``ValueError``
+    for any other file (a broken file: the ``RuntimeError`` of
+    :func:`~swiftlearn.checkpoints.safe_load`)."""
+    ckpt = safe_load(path)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT \
+            or not isinstance(ckpt.get("config"), dict):
+        what = "weights without the training state" if isinstance(ckpt, dict) \
+            and "model" in ckpt else f"a {type(ckpt).__name__}"
+        raise ValueError(f"{path} is not a swiftlearn training checkpoint (it holds {what}); "
+                         "resume from the last.pt of a run folder")
+    return ckpt
+
+
 def read_resume(path: Path, config: TrainConfig) -> dict:
     """Read a ``last.pt`` to resume with ``config``; refuse another run's checkpoint or a
     changed config (a ``ValueError`` listing the differences)."""
-    ckpt = safe_load(path)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a swiftlearn training checkpoint")
+    ckpt = read_training_checkpoint(path)
     diff = config_diff(ckpt["config"], config)
     if diff:
         raise ValueError(f"cannot resume {path} with a different config (" + "; ".join(diff)
@@ -113,8 +129,16 @@ def checkpoint_dict(config: TrainConfig, classes: list[str], trainer, state: Run
 
 
 def save_checkpoint(ckpt: dict, path: Path) -> None:
-    """Write a checkpoint dict atomically."""
-    atomic_torch_save(ckpt, path)
+    """Write a checkpoint dict atomically; a full or read-only disk becomes one clear line (the
+    previous checkpoint stays as it was)."""
+    try:
+        atomic_torch_save(ckpt, path)
+    except (OSError, RuntimeError) as e:  # torch reports a full disk as "[enforce fail at ...]"
+        text = str(e).strip()
+        reason = text.splitlines()[0][:160] if text else type(e).__name__
+        raise RuntimeError(f"could not write {path} ({reason}); the previous checkpoint is "
+                           "intact: free some disk space (or make the folder writable), then "
+                           "continue with --resume") from e
 
 
 def write_history(history: list[dict], out: Path) -> None:
