@@ -35,14 +35,14 @@ import hashlib
 import json
 import math
 import os
-import shutil
+import re
 import tarfile
-import tempfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import warnings
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +52,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .utils import IMAGENET_MEAN, IMAGENET_STD, atomic_write, atomic_write_json, normalize
+from .utils import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    atomic_write,
+    atomic_write_json,
+    normalize,
+    remove_stale_temporaries,
+    staging_dir,
+)
 
 # normalize, IMAGENET_MEAN and IMAGENET_STD live in swiftlearn.utils; re-exported here for the
 # notebooks and old code that import them from swiftlearn.data
@@ -267,6 +275,16 @@ def check_root(root: str | os.PathLike, splits: tuple[str, ...] = SPLITS) -> Pat
     path = Path(root).expanduser()
     if not path.is_dir():
         raise FileNotFoundError(f"Imagenette root {path} does not exist. {_HOW_TO_GET}")
+    missing = _missing(path, splits)
+    if missing:
+        raise FileNotFoundError(
+            f"{path} is an incomplete Imagenette root: missing {missing}. A partial download or "
+            f"extraction leaves this; delete the folder and fetch it again. {_HOW_TO_GET}")
+    return path
+
+
+def _missing(path: Path, splits: tuple[str, ...] = SPLITS) -> str:
+    """The missing or empty class folders of a root, as one short phrase ("" when complete)."""
     missing: list[str] = []
     for split in splits:
         if not (path / split).is_dir():
@@ -278,13 +296,8 @@ def check_root(root: str | os.PathLike, splits: tuple[str, ...] = SPLITS) -> Pat
                 missing.append(f"{split}/{wnid}/")
             elif not _image_files(folder):
                 missing.append(f"{split}/{wnid}/ (empty)")
-    if missing:
-        shown = ", ".join(missing[:12]) + (f" and {len(missing) - 12} more" if len(missing) > 12
-                                           else "")
-        raise FileNotFoundError(
-            f"{path} is an incomplete Imagenette root: missing {shown}. A partial download or "
-            f"extraction leaves this; delete the folder and fetch it again. {_HOW_TO_GET}")
-    return path
+    more = f" and {len(missing) - 12} more" if len(missing) > 12 else ""
+    return ", ".join(missing[:12]) + more if missing else ""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -319,10 +332,15 @@ def download_imagenette(size: str = "320", root: str | os.PathLike | None = None
                         progress: bool = True, timeout: float = 60.0) -> Path:
     """Download and extract an official Imagenette archive; return the extracted root.
 
-    The archive is fetched to ``<root>/<name>.tgz`` (resumed from scratch on failure, up to
-    ``retries`` attempts), its md5 checked, then extracted into a temporary folder that is
-    renamed into place only when complete, so an interrupted run never leaves a half-extracted
-    root. An already extracted, complete root is returned without touching the network.
+    The archive is fetched to ``<root>/<name>.tgz`` (written under a temporary name and renamed
+    when complete; up to ``retries`` attempts) and its md5 checked. It is then extracted into a
+    temporary sibling ``.<name>.<pid>.tmp``, checked to be a complete root, and renamed to
+    ``<root>/<name>`` only then, so an interrupted call never leaves a half-extracted root. An
+    already extracted, complete root is returned without touching the network. Nothing this
+    function did not create is deleted: a folder already at ``<root>/<name>`` that is not a
+    complete root is reported, not replaced. An archive that turns out truncated (no md5 to tell
+    beforehand) is removed and fetched again, never reused; temporaries left by a killed call are
+    removed by the next one.
 
     Args:
         size: ``"160"``, ``"320"`` or ``"full"`` (``"160px"``/``"320px"`` work too).
@@ -334,7 +352,8 @@ def download_imagenette(size: str = "320", root: str | os.PathLike | None = None
 
     Raises:
         ValueError: unknown ``size`` or ``retries < 1``.
-        RuntimeError: every attempt failed, or the md5 never matched.
+        RuntimeError: every attempt failed, the md5 never matched, ``<root>/<name>`` exists but
+            is not a complete root, or the archive is unsafe or not Imagenette.
     """
     key = str(size).lower().removesuffix("px")
     if key not in IMAGENETTE_URLS:
@@ -349,11 +368,16 @@ def download_imagenette(size: str = "320", root: str | os.PathLike | None = None
     archive_name = Path(urllib.parse.urlparse(url).path).name or "imagenette.tgz"
     name = archive_name.split(".")[0]
     target = base / name
-    if target.is_dir():
-        try:
-            return check_root(target)
-        except FileNotFoundError:
-            shutil.rmtree(target)  # an incomplete earlier result: start again
+    # what an earlier, killed call left: its partial download and its extraction folder
+    remove_stale_temporaries(base, {archive_name, name})
+    if target.exists():
+        if target.is_dir() and not _missing(target):
+            return target
+        what = f"missing {_missing(target)}" if target.is_dir() else "a file"
+        raise RuntimeError(
+            f"{target} already exists and is not a complete Imagenette root ({what}); "
+            "download_imagenette never deletes what it did not make: move or delete it "
+            "yourself, or pass another root")
     archive = base / archive_name
     errors: list[str] = []
     for attempt in range(1, retries + 1):
@@ -363,32 +387,60 @@ def download_imagenette(size: str = "320", root: str | os.PathLike | None = None
             if md5 and (got := _md5(archive)) != md5:
                 archive.unlink()
                 raise OSError(f"md5 mismatch: expected {md5}, got {got}")
-            break
+            return _extract(archive, target, name)
+        except _BrokenArchive as e:  # truncated without an md5 to tell: never reuse it
+            archive.unlink(missing_ok=True)
+            errors.append(f"attempt {attempt}: {archive.name} is truncated or not a tar "
+                          f"archive ({e}), removed it")
         except (OSError, urllib.error.URLError) as e:
             errors.append(f"attempt {attempt}: {e}")
-            if attempt < retries:
-                time.sleep(min(2 ** attempt, 30) * 0.1)
-    else:
-        raise RuntimeError(f"could not download {url} after {retries} attempts ("
-                           + "; ".join(errors) + "). Check the network, or download the archive "
-                           f"by hand into {base} and call this again.")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=base))
-    try:
-        with tarfile.open(archive) as tar:
-            if hasattr(tarfile, "data_filter"):  # Python >= 3.10.12 / 3.11.4
-                tar.extractall(tmp, filter="data")
-            else:  # older Pythons: refuse members that would land outside the folder
-                for member in tar.getmembers():
-                    if not (tmp / member.name).resolve().is_relative_to(tmp.resolve()) \
-                            or member.issym() or member.islnk():
-                        raise RuntimeError(f"unsafe member {member.name!r} in {archive}")
-                tar.extractall(tmp)
-        extracted = tmp / name if (tmp / name).is_dir() else tmp
-        check_root(extracted)
-        os.replace(extracted, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if attempt < retries:
+            time.sleep(min(2 ** attempt, 30) * 0.1)
+    raise RuntimeError(f"could not download {url} after {retries} attempts ("
+                       + "; ".join(errors) + "). Check the network, or download the archive "
+                       f"by hand into {base} and call this again.")
+
+
+class _BrokenArchive(Exception):
+    """The archive ended early or is not a (gzipped) tar file."""
+
+
+def _extract(archive: Path, target: Path, name: str) -> Path:
+    """Extract ``archive`` into a temporary sibling of ``target``, check that it holds a complete
+    root, then rename it into place (a kill leaves only the temporary folder, removed by the next
+    call)."""
+    with staging_dir(target) as stage:
+        try:
+            with tarfile.open(archive) as tar:
+                if hasattr(tarfile, "data_filter"):  # Python >= 3.10.12 / 3.11.4
+                    tar.extractall(stage, filter="data")
+                else:  # older Pythons: refuse members that would land outside the folder
+                    for member in tar.getmembers():
+                        if not (stage / member.name).resolve().is_relative_to(stage.resolve()) \
+                                or member.issym() or member.islnk():
+                            raise RuntimeError(f"unsafe member {member.name!r} in {archive}; "
+                                               "nothing was extracted")
+                    tar.extractall(stage)
+        except _FILTER_ERRORS as e:
+            raise RuntimeError(f"unsafe member in {archive} ({e}); nothing was extracted") from e
+        except (tarfile.ReadError, tarfile.CompressionError, EOFError, zlib.error) as e:
+            raise _BrokenArchive(str(e) or type(e).__name__) from e
+        extracted = stage / name if (stage / name).is_dir() else stage
+        missing = _missing(extracted)
+        if missing:
+            raise RuntimeError(f"{archive} does not hold a complete Imagenette root (missing "
+                               f"{missing}); delete it and download it again")
+        try:
+            os.replace(extracted, target)
+        except OSError:
+            if target.is_dir() and not _missing(target):
+                return target  # another call finished first
+            raise
     return target
+
+
+#: what tarfile's ``data`` filter raises for members with ``..``, absolute paths, escaping links
+_FILTER_ERRORS = (tarfile.FilterError,) if hasattr(tarfile, "FilterError") else ()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -409,9 +461,18 @@ def _noisy_labels(root: Path, noise: int) -> dict[str, str]:
     column = f"noisy_labels_{noise}"
     with open(csv_path, newline="") as f:
         reader = csv.DictReader(f)
-        if column not in (reader.fieldnames or []):
-            raise ValueError(f"{csv_path} has no column {column!r}")
-        return {row["path"]: row[column] for row in reader}
+        for needed in ("path", column):
+            if needed not in (reader.fieldnames or []):
+                raise ValueError(f"{csv_path} has no column {needed!r}; restore the official "
+                                 f"{NOISY_CSV} from the archive")
+        labels = {row["path"]: row[column] for row in reader}
+    known = {w for w, _ in IMAGENETTE_CLASSES}
+    unknown = sorted({wnid for wnid in labels.values() if wnid not in known})
+    if unknown:
+        raise ValueError(f"{csv_path} column {column!r} names classes that are not Imagenette's "
+                         f"({', '.join(unknown[:5])}); restore the official {NOISY_CSV} from "
+                         "the archive")
+    return labels
 
 
 def list_samples(root: str | os.PathLike, split: str = "train", noise: int = 0,
@@ -540,6 +601,10 @@ class CachedImages:
                             [self.paths[i] for i in keep] if self.paths else [], [])
 
 
+#: the file names :func:`load_cached` writes (``<split>-<size>px-<key>.npy`` and ``.json``)
+_CACHE_NAME = re.compile(r"(train|val)-\d+px-[0-9a-f]{16}\.(npy|json)")
+
+
 def _cache_key(root: Path, split: str, size: int, noise: int, files: list[Path]) -> str:
     digest = hashlib.sha1(f"v{_CACHE_VERSION}|{root.resolve()}|{split}|{size}|{noise}".encode())
     for path in files:
@@ -568,7 +633,8 @@ def load_cached(root=None, split: str = "train", size: int = 176, *, noise: int 
     ``<cache_dir>/<split>-<size>px-<key>.npy`` with a ``.json`` beside it; the key hashes the
     root's absolute path, the split, the size, the noise level and every file's name, size and
     mtime, so adding, removing or touching an image (or changing the size) builds a new cache.
-    Files are written to a temporary name and renamed, so an interrupted build leaves nothing.
+    Files are written to a temporary name and renamed, so an interrupted build leaves no
+    half-written cache; the temporary file a killed build left is removed by the next call.
 
     Args:
         root: an Imagenette root (``None``: :func:`find_root`).
@@ -595,6 +661,7 @@ def load_cached(root=None, split: str = "train", size: int = 176, *, noise: int 
     folder = Path(cache_dir).expanduser() if cache_dir is not None \
         else default_cache_dir() / "decoded"
     stem = folder / f"{split}-{size}px-{key}"
+    remove_stale_temporaries(folder, _CACHE_NAME.fullmatch)  # writes a killed build left
     npy, meta_path = stem.with_suffix(".npy"), stem.with_suffix(".json")
     if npy.is_file() and meta_path.is_file():
         meta = json.loads(meta_path.read_text())

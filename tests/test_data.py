@@ -144,6 +144,71 @@ def test_download_from_file_url_and_validation(fake_root, tmp_path):
     assert all(len(md5) == 32 for _, md5 in D.IMAGENETTE_URLS.values())
 
 
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", ""])
+    proc.wait()
+    return proc.pid
+
+
+def test_download_never_deletes_a_folder_it_did_not_make(fake_root, tmp_path):
+    archive, md5 = _archive(fake_root, tmp_path)
+    dest = tmp_path / "data"
+    mine = dest / "imagenette2-fake"  # the user's folder, with the archive's stem as its name
+    mine.mkdir(parents=True)
+    (mine / "thesis.txt").write_text("years of work")
+    with pytest.raises(RuntimeError, match="already exists and is not a complete Imagenette "
+                                           "root.*never deletes what it did not make"):
+        D.download_imagenette("320", dest, url=archive.as_uri(), md5=md5, progress=False)
+    assert (mine / "thesis.txt").read_text() == "years of work"
+    assert sorted(p.name for p in dest.iterdir()) == ["imagenette2-fake"]  # nothing fetched
+
+
+def test_download_removes_a_truncated_archive_and_what_killed_calls_left(fake_root, tmp_path,
+                                                                         http_dir):
+    www, base, _ = http_dir
+    archive, _ = _archive(fake_root, tmp_path)
+    shutil.copy(archive, www / archive.name)
+    dest = tmp_path / "data"
+    dest.mkdir()
+    # an earlier call was killed: a truncated archive without an md5 to tell, its half-written
+    # download and its extraction folder
+    (dest / archive.name).write_bytes(archive.read_bytes()[:2000])
+    dead = _dead_pid()
+    (dest / f".{archive.name}.{dead}.tmp").write_bytes(b"half")
+    (dest / f".imagenette2-fake.{dead}.tmp" / "train").mkdir(parents=True)
+    root = D.download_imagenette("320", dest, url=f"{base}/{archive.name}", retries=2,
+                                 progress=False)
+    assert D.check_root(root) == root
+    assert (dest / archive.name).read_bytes() == archive.read_bytes()  # fetched anew
+    assert sorted(p.name for p in dest.iterdir()) == sorted([archive.name, "imagenette2-fake"])
+    # a truncated archive at the source: reported and removed, never reused
+    cut = tmp_path / "cut" / archive.name
+    cut.parent.mkdir()
+    cut.write_bytes(archive.read_bytes()[:2000])
+    with pytest.raises(RuntimeError, match="truncated or not a tar archive"):
+        D.download_imagenette("320", tmp_path / "other", url=cut.as_uri(), retries=1,
+                              progress=False)
+    assert list((tmp_path / "other").iterdir()) == []
+
+
+def test_download_refuses_escaping_members(tmp_path):
+    import io
+
+    evil = tmp_path / "imagenette2-evil.tgz"
+    with tarfile.open(evil, "w:gz") as tar:
+        info = tarfile.TarInfo("../escaped.txt")
+        info.size = 4
+        tar.addfile(info, io.BytesIO(b"evil"))
+    with pytest.raises(RuntimeError, match="unsafe member"):
+        D.download_imagenette("320", tmp_path / "d", url=evil.as_uri(), progress=False)
+    assert not (tmp_path / "escaped.txt").exists() and not (tmp_path / "d" / "escaped.txt")\
+        .exists()
+    assert not [p for p in (tmp_path / "d").iterdir() if p.name.startswith(".")]
+
+
 # --- samples, datasets, transforms ----------------------------------------------------------------
 
 def test_list_samples_and_noisy_labels(fake_root):
@@ -164,6 +229,10 @@ def test_noisy_labels_need_the_csv(fake_root, tmp_path):
     root = _copy(fake_root, tmp_path)
     (root / "noisy_imagenette.csv").unlink()
     with pytest.raises(FileNotFoundError, match="noisy_imagenette.csv"):
+        D.list_samples(root, "train", noise=5)
+    (root / "noisy_imagenette.csv").write_text(
+        "path,noisy_labels_5\ntrain/n01440764/n01440764_0.JPEG,n99999999\n")
+    with pytest.raises(ValueError, match="not Imagenette's \\(n99999999\\); restore"):
         D.list_samples(root, "train", noise=5)
 
 
@@ -243,6 +312,18 @@ def test_cache_skips_corrupt_images_with_a_warning_or_errors(fake_root, tmp_path
                       progress=False)
     with pytest.raises(ValueError, match="on_corrupt"):
         D.load_cached(root, "val", 32, on_corrupt="ignore")
+
+
+def test_cache_build_removes_what_a_killed_build_left(fake_root, tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    dead = _dead_pid()
+    stale = cache / f".train-32px-0123456789abcdef.npy.{dead}.tmp"
+    stale.write_bytes(b"half an array")
+    mine = cache / f".notes.{dead}.tmp"  # not a cache file name: not ours to remove
+    mine.write_text("keep")
+    D.load_cached(fake_root, "train", 32, cache_dir=cache, progress=False)
+    assert not stale.exists() and mine.exists()
 
 
 def test_cache_subset(fake_root, tmp_path):
