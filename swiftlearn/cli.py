@@ -18,7 +18,7 @@ from .utils import run_command
 _COMMANDS = (
     ("swiftlearn.train.cli", "add_cli"),
     ("swiftlearn.export.cli", "add_cli"),
-    ("swiftlearn.bench", "add_cli"),
+    ("swiftlearn.bench.cli", "add_cli"),
 )
 
 

@@ -51,7 +51,9 @@ def test_markdown_and_json(tiny_result, tmp_path):
 
 
 def test_without_timm_there_is_no_reference(monkeypatch):
-    monkeypatch.setattr(bench, "_timm", lambda: None)
+    import swiftlearn.bench.latency as latency
+
+    monkeypatch.setattr(latency, "_timm", lambda: None)
     r = bench.run_latency(["swiftformer_xs"], onnx=False, **TINY)
     assert r["reference"] is None and len(r["rows"]) == 2
     assert all(not row["speed_vs_reference"] for row in r["rows"])
@@ -60,7 +62,9 @@ def test_without_timm_there_is_no_reference(monkeypatch):
 
 
 def test_missing_onnxruntime_omits_the_column_with_a_note(monkeypatch):
-    monkeypatch.setattr(bench, "_timm", lambda: None)
+    import swiftlearn.bench.latency as latency
+
+    monkeypatch.setattr(latency, "_timm", lambda: None)
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import raises ImportError
     r = bench.run_latency(["swiftformer_xs"], onnx=True, **TINY)
     assert all(row["backend"] != "onnxruntime" for row in r["rows"])
@@ -87,7 +91,9 @@ def test_bad_arguments():
 
 
 def test_cli_is_registered_and_runs(monkeypatch, tmp_path):
-    monkeypatch.setattr(bench, "_timm", lambda: None)
+    import swiftlearn.bench.latency as latency
+
+    monkeypatch.setattr(latency, "_timm", lambda: None)
     args = build_parser().parse_args(["bench", "--models", "xs", "--threads", "1", "--repeats",
                                       "1", "--rounds", "1", "--size", "64", "--no-onnx",
                                       "--out", str(tmp_path)])
@@ -96,7 +102,7 @@ def test_cli_is_registered_and_runs(monkeypatch, tmp_path):
 
 
 def test_train_suite_calls_benchmark_throughput(monkeypatch, tmp_path):
-    import swiftlearn.bench as bench
+    import swiftlearn.bench.throughput as throughput
 
     calls = {}
 
@@ -105,7 +111,7 @@ def test_train_suite_calls_benchmark_throughput(monkeypatch, tmp_path):
         return {"plain": {"images_per_s": 10.0, "data_share": 0.1},
                 "trainer": {"images_per_s": 9.0, "data_share": 0.2}, "ratio": 0.9}
 
-    monkeypatch.setattr(bench, "benchmark_throughput", fake)
+    monkeypatch.setattr(throughput, "benchmark_throughput", fake)
     args = build_parser().parse_args(["bench", "--suite", "train", "--quick", "--models", "s",
                                       "--out", str(tmp_path)])
     assert args.func(args) == 0

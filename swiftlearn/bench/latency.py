@@ -1,0 +1,230 @@
+"""The ``latency`` suite: SwiftFormer (eager, fused, compiled, ONNX Runtime) against timm's peers,
+interleaved in one process."""
+
+from __future__ import annotations
+
+import copy
+import os
+import statistics
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..model import MIN_SIZE, VARIANTS, create_model
+from ..utils import require
+from .common import machine_info, params_gmacs, summary, time_calls
+
+__all__ = ["BACKENDS", "DEFAULT_MODELS", "PEERS", "REFERENCE", "Entry", "run_latency"]
+
+REFERENCE = "timm/swiftformer_xs/eager"
+PEERS = ("mobilevitv2_050", "mobilevitv2_075", "mobilevitv2_100", "efficientformer_l1")
+DEFAULT_MODELS = tuple(VARIANTS) + PEERS
+BACKENDS = ("eager", "fused", "fused+compile", "onnxruntime")
+PAPER_IPHONE14_MS = {"swiftformer_xs": 0.7, "swiftformer_s": 0.8, "swiftformer_l1": 1.1,
+                     "swiftformer_l3": 1.9}
+
+
+@dataclass
+class Entry:
+    """One timed thing: ``make_fn(threads)`` gives the callable that runs a batch.
+
+    ``source`` is the eager module it came from (its GMACs are reported), ``runs`` the module
+    that actually runs when there is one (its parameters are counted).
+    """
+
+    model: str
+    impl: str  # "swiftlearn" or "timm"
+    backend: str
+    source: nn.Module
+    make_fn: Callable[[int], Callable]  # threads -> callable(x)
+    runs: nn.Module | None = None
+    times: dict[int, list[float]] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.impl}/{self.model}/{self.backend}"
+
+
+def _timm():
+    try:
+        import timm
+    except ImportError:
+        return None
+    return timm
+
+
+def _onnx_runner(model: nn.Module, name: str, size: int, workdir: Path, notes: list[str]):
+    """``threads -> callable`` on ONNX Runtime, or None with a note saying why not."""
+    try:
+        from ..export import onnxruntime_session, to_onnx
+
+        require("onnxruntime")
+    except ImportError as e:
+        notes.append(f"ONNX Runtime column omitted: {e}.")
+        return None
+    path = workdir / f"{name}.onnx"
+    try:
+        to_onnx(model, path, image_size=size, dynamic_batch=False)
+    except Exception as e:  # an exporter failure must not sink the whole benchmark
+        notes.append(f"ONNX export of {path.stem} failed ({type(e).__name__}: {e}); "
+                     "its ONNX Runtime row is omitted.")
+        return None
+
+    def make(threads: int):
+        session = onnxruntime_session(path, threads)
+        input_name = session.get_inputs()[0].name
+        return lambda x: session.run(None, {input_name: x.numpy()})
+
+    return make
+
+
+def _build_entries(models: Sequence[str], size: int, compile_: bool, onnx: bool,
+                   workdir: Path, notes: list[str]) -> list[Entry]:
+    from ..checkpoints import to_timm
+    from ..fuse import fuse
+
+    timm = _timm()
+    if timm is None:
+        notes.append("timm is not installed: no timm rows and no ratios (`pip install -e "
+                      "\".[dev]\"`).")
+    entries: list[Entry] = []
+    def entry(model, impl, backend, source, runs):
+        return Entry(model, impl, backend, source, lambda threads: runs, runs)
+
+    wanted = list(models)
+    if timm is not None and "swiftformer_xs" not in wanted:
+        wanted.insert(0, "swiftformer_xs")  # the reference row, timm's eager XS, always runs
+    for name in wanted:
+        torch.manual_seed(0)
+        if name in VARIANTS:
+            ours = create_model(name).eval()
+            if name in models:
+                entries.append(entry(name, "swiftlearn", "eager", ours, ours))
+                fused = fuse(ours)
+                entries.append(entry(name, "swiftlearn", "fused", ours, fused))
+                if compile_:
+                    # inductor specialises its kernels to the thread count: one compiled copy
+                    # per thread count (compiled on its first, warm-up, call)
+                    entries.append(Entry(name, "swiftlearn", "fused+compile", ours,
+                                         lambda threads, f=fused: torch.compile(copy.deepcopy(f)),
+                                         fused))
+                if onnx and (make := _onnx_runner(ours, name, size, workdir, notes)):
+                    entries.append(Entry(name, "swiftlearn", "onnxruntime", ours, make))
+            if timm is not None:
+                theirs = timm.create_model(name).eval()
+                theirs.load_state_dict(to_timm(ours))  # same weights
+                entries.append(entry(name, "timm", "eager", theirs, theirs))
+        elif timm is not None:
+            peer = timm.create_model(name).eval()
+            entries.append(entry(name, "timm", "eager", peer, peer))
+    return entries
+
+
+def run_latency(models: Sequence[str] = DEFAULT_MODELS, threads: Sequence[int] = (1, 2), *,
+                rounds: int = 5, repeats: int = 10, warmup: int = 5, size: int = 224,
+                compile: bool = False, onnx: bool = True, progress: bool = False) -> dict:
+    """Time every entry, interleaved, and return the result dict that :func:`write` saves.
+
+    Args:
+        models: swiftlearn variants (each adds its eager, fused, ... and timm rows) and timm
+            peers by name.
+        threads: intra-op thread counts to measure, one after the other.
+        rounds, repeats, warmup: ``rounds`` interleaved rounds of ``repeats`` timed calls per
+            entry, after ``warmup`` untimed calls.
+        size: square input side.
+        compile: add ``torch.compile`` of the fused models (slow to compile: ~1 min each).
+        onnx: add ONNX Runtime rows when ``swiftlearn.export`` and onnxruntime are available.
+    """
+    unknown = [m for m in models if m not in VARIANTS and m not in PEERS]
+    if unknown:
+        raise ValueError(f"unknown model(s) {unknown}; choose from {list(DEFAULT_MODELS)}")
+    if min(rounds, repeats, *threads) < 1 or warmup < 0:
+        raise ValueError("rounds, repeats and threads must be >= 1, warmup >= 0")
+    if size < MIN_SIZE:
+        raise ValueError(f"size must be >= {MIN_SIZE}, got {size}")
+    notes: list[str] = []
+    info = machine_info()
+    saved_threads = torch.get_num_threads()
+    with tempfile.TemporaryDirectory() as tmp:
+        entries = _build_entries(models, size, compile, onnx, Path(tmp), notes)
+        facts = {id(e.source): params_gmacs(e.source, size) for e in entries}
+        x = torch.randn(1, 3, size, size)
+        try:
+            for t in threads:
+                torch.set_num_threads(t)
+                fns = []
+                with torch.inference_mode():
+                    for e in entries:
+                        fn = e.make_fn(t)
+                        time_calls(fn, x, max(warmup, 1))  # also compiles, on the first call
+                        fns.append(fn)
+                    samples: dict[str, list[float]] = {e.key: [] for e in entries}
+                    for r in range(rounds):
+                        order = entries[r % len(entries):] + entries[:r % len(entries)]
+                        for e in order:
+                            samples[e.key] += time_calls(fns[entries.index(e)], x, repeats)
+                        if progress:
+                            print(f"  threads={t} round {r + 1}/{rounds}", flush=True)
+                for e in entries:
+                    e.times[t] = samples[e.key]
+        finally:
+            torch.set_num_threads(saved_threads)
+    if hasattr(os, "getloadavg"):
+        info["load_average_end"] = round(os.getloadavg()[0], 2)
+        load = max(info["load_average_start"], info["load_average_end"])
+        if load >= 0.75 * (os.cpu_count() or 1):
+            notes.append(
+                f"The machine was busy (load average up to {load} on {os.cpu_count()} logical "
+                "CPUs): other processes competed for the cores, so absolute times are inflated, "
+                "and multi-thread figures are unreliable (a thread that loses its core stalls "
+                "the others at every synchronisation). The 1-thread ratios are the robust "
+                "result.")
+    return _result(entries, facts, threads, notes, info,
+                   dict(rounds=rounds, repeats=repeats, warmup=warmup, size=size, batch=1,
+                        compile=compile, models=list(models), threads=list(threads)))
+
+
+def _result(entries, facts, threads, notes, info, settings) -> dict:
+    rows = []
+    ref = next((e for e in entries if e.key == REFERENCE), None)
+    for e in entries:
+        params, gmacs = facts[id(e.source)]
+        if e.runs is not None:  # what runs (fused: one head, no norms)
+            params = sum(p.numel() for p in e.runs.parameters()) / 1e6
+        row = {"model": e.model, "impl": e.impl, "backend": e.backend,
+               "params_m": round(params, 3), "gmacs": round(gmacs, 3), "latency": {},
+               "speed_vs_reference": {}}
+        for t in threads:
+            row["latency"][str(t)] = summary(e.times[t])
+            if ref is not None:
+                speed = statistics.median(ref.times[t]) / statistics.median(e.times[t])
+                row["speed_vs_reference"][str(t)] = round(speed, 3)
+        rows.append(row)
+    result = {"suite": "latency", "machine": info, "settings": settings,
+              "reference": REFERENCE if ref else None, "rows": rows,
+              "notes": list(dict.fromkeys(notes))}
+    result["goals"] = _goals(rows)
+    return result
+
+
+def _goals(rows: list[dict]) -> dict:
+    """The issue's goals for SwiftFormer-XS at 1 thread, reported (not asserted)."""
+    def speed(impl, backend):
+        for r in rows:
+            if (r["model"], r["impl"], r["backend"]) == ("swiftformer_xs", impl, backend):
+                return r["speed_vs_reference"].get("1")
+        return None
+
+    fused, eager = speed("swiftlearn", "fused"), speed("swiftlearn", "eager")
+    goals = {}
+    if fused is not None:
+        goals["fused_xs_vs_timm_xs_1thread"] = {"value": fused, "goal": ">= 1.3",
+                                                 "met": fused >= 1.3}
+    if eager is not None:
+        goals["eager_xs_vs_timm_xs_1thread"] = {"value": eager, "goal": "within 5% (0.95-1.05+)",
+                                                 "met": eager >= 0.95}
+    return goals

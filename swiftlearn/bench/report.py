@@ -1,0 +1,115 @@
+"""Writing a suite's result: a markdown report and the JSON beside it."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+__all__ = ["to_markdown", "write"]
+
+_LABELS = {"swiftformer_xs": "SwiftFormer-XS", "swiftformer_s": "SwiftFormer-S",
+           "swiftformer_l1": "SwiftFormer-L1", "swiftformer_l3": "SwiftFormer-L3"}
+
+
+def _latency_table(columns: list[str], rows: list[dict], threads: list[str], first_cells,
+                   speed_key: str) -> list[str]:
+    """Markdown table lines: ``columns`` then, per thread count, the median [IQR] and speed."""
+    head = list(columns)
+    for t in threads:
+        head += [f"{t} thr: ms [IQR]", f"{t} thr: speed"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = first_cells(r)
+        for t in threads:
+            lat = r["latency"][t]
+            cells.append(f"{lat['median_ms']:.1f} [{lat['q1_ms']:.1f}-{lat['q3_ms']:.1f}]")
+            sp = r[speed_key].get(t)
+            cells.append(f"{sp:.2f}x" if sp is not None else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def to_markdown(result: dict) -> str:
+    """The result as a markdown report: machine, settings, table, goals, notes."""
+    if result["suite"] == "train":
+        return _train_markdown(result)
+    if result["suite"] == "mixers":
+        return _mixers_markdown(result)
+    m, s = result["machine"], result["settings"]
+    threads = [str(t) for t in s["threads"]]
+    lines = [
+        f"# swiftlearn bench: latency (batch {s['batch']}, {s['size']}x{s['size']}, CPU)", "",
+        f"{m['cpu']}, {m['logical_cpus']} logical CPUs ({m['cpu_capability']}); torch "
+        f"{m['torch']}, timm {m['timm']}, onnxruntime {m['onnxruntime']}; python {m['python']}; "
+        f"{m['date']}; load average {m.get('load_average_start')} -> "
+        f"{m.get('load_average_end')}.", "",
+        f"{s['rounds']} interleaved rounds x {s['repeats']} calls per entry after {s['warmup']} "
+        "warm-up calls; median latency in ms with the interquartile range; speed = "
+        "t(timm swiftformer_xs, eager) / t (higher is faster).", "",
+    ]
+    lines += _latency_table(
+        ["model", "implementation", "params (M)", "GMACs"], result["rows"], threads,
+        lambda r: [_LABELS.get(r["model"], r["model"]), f"{r['impl']} {r['backend']}",
+                   f"{r['params_m']:.2f}", f"{r['gmacs']:.2f}"], "speed_vs_reference")
+    if result["goals"]:
+        lines += ["", "Goals (SwiftFormer-XS, 1 thread, vs timm's eager swiftformer_xs):"]
+        for name, g in result["goals"].items():
+            lines.append(f"- {name}: {g['value']:.2f}x (goal {g['goal']}): "
+                         f"{'met' if g['met'] else 'NOT met'}")
+    lines += ["", "Notes:",
+              "- GMACs = FlopCounterMode FLOPs / 2 (matmuls and convolutions only).",
+              "- fused = swiftlearn.fuse.fuse(model): BatchNorms, layer scales and the two heads "
+              "folded, 1x1 convolutions as matmuls in channels-last, GELU and residual additions "
+              "as oneDNN post-ops; same outputs to ~1e-6. fused+compile = torch.compile of it "
+              "(inductor), onnxruntime = the eager model exported with swiftlearn.export.to_onnx.",
+              "- The paper's latencies (iPhone 14 Neural Engine, Core ML: XS/S/L1/L3 "
+              "0.7/0.8/1.1/1.9 ms) are another device and runtime and are not comparable."]
+    lines += [f"- {n}" for n in result["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def _train_markdown(result: dict) -> str:
+    m, r = result["machine"], result["result"]
+    lines = [f"# swiftlearn bench: training throughput ({result['settings']['model']})", "",
+             f"{m['cpu']}, {m['logical_cpus']} logical CPUs; torch {m['torch']}; {m['date']}.",
+             "", "| loop | images/s | data share |", "|---|---|---|"]
+    for name in ("plain", "trainer"):
+        if name in r:
+            lines.append(f"| {name} | {r[name]['images_per_s']:.1f} | "
+                         f"{r[name]['data_share']:.0%} |")
+    extra = {k: v for k, v in r.items() if k not in ("plain", "trainer")}
+    lines += ["", "Settings: " + ", ".join(f"{k}={v}" for k, v in extra.items())]
+    if "data" in result["settings"]:
+        lines += [f"Data: {result['settings']['data']}."]
+    return "\n".join(lines) + "\n"
+
+
+def write(result: dict, out: str | os.PathLike) -> tuple[Path, Path]:
+    """Write ``<out>/<suite>.md`` and ``<out>/<suite>.json``; returns both paths."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    md, js = out / f"{result['suite']}.md", out / f"{result['suite']}.json"
+    md.write_text(to_markdown(result))
+    js.write_text(json.dumps(result, indent=2) + "\n")
+    return md, js
+
+
+def _mixers_markdown(result: dict) -> str:
+    m, s = result["machine"], result["settings"]
+    threads = [str(t) for t in s["threads"]]
+    lines = [f"# swiftlearn bench: token mixers ({s['model']}, {s['num_classes']} classes, "
+             f"batch 1, {s['size']}x{s['size']}, eager, CPU)", "",
+             f"{m['cpu']}, {m['logical_cpus']} logical CPUs ({m['cpu_capability']}); torch "
+             f"{m['torch']}; {m['date']}; load average {m.get('load_average_start')} -> "
+             f"{m.get('load_average_end')}.", "",
+             f"{s['rounds']} interleaved rounds x {s['repeats']} calls per variant; median ms "
+             "[IQR]; speed = t(additive-all) / t.", ""]
+    lines += _latency_table(
+        ["variant", "create_model arguments", "params (M)", "GMACs"], result["rows"], threads,
+        lambda r: [r["variant"], ", ".join(f"{k}={v!r}" for k, v in r["kwargs"].items())
+                   or "(published model)", f"{r['params_m']:.3f}", f"{r['gmacs']:.3f}"],
+        "speed_vs_additive")
+    lines += ["", "GMACs = FlopCounterMode FLOPs / 2, with a formula for the CPU "
+              "scaled_dot_product_attention kernel (which FlopCounterMode counts 0)."]
+    return "\n".join(lines) + "\n"
