@@ -363,3 +363,80 @@ def test_cli_missing_checkpoint(tmp_path, capsys):
 def test_core_ml_predict_matches_pytorch(pkg32, model64):
     report = export.verify_coreml(pkg32, model64, n=2, backend="coreml", tolerance=1e-3)
     assert report.ok
+
+
+# ------------------------------------------------------------------------- never lose a package
+
+class _FakeModel:
+    """Stands in for an ``MLModel``: ``save`` writes a package (or half of one, then fails)."""
+
+    def __init__(self, tag: str, fail: bool = False, manifest: bool = True):
+        self.tag, self.fail, self.manifest = tag, fail, manifest
+
+    def save(self, path: str) -> None:
+        import json
+        from pathlib import Path
+
+        root = Path(path)
+        (root / "Data" / "com.apple.CoreML").mkdir(parents=True)
+        (root / "Data" / "com.apple.CoreML" / "model.mlmodel").write_text(self.tag)
+        if self.fail:
+            raise OSError(28, "No space left on device")
+        if self.manifest:
+            (root / "Manifest.json").write_text(json.dumps({"itemInfoEntries": {
+                "a": {"path": "com.apple.CoreML/model.mlmodel"}}}))
+
+
+def _tag(path) -> str:
+    return (path / "Data" / "com.apple.CoreML" / "model.mlmodel").read_text()
+
+
+def test_a_package_is_replaced_only_by_a_complete_one(tmp_path):
+    from swiftlearn.export.coreml import save_package
+
+    path = tmp_path / "m.mlpackage"
+    save_package(_FakeModel("old"), path)
+    save_package(_FakeModel("new"), path)
+    assert _tag(path) == "new"
+    with pytest.raises(OSError, match="No space"):  # a full disk while saving
+        save_package(_FakeModel("broken", fail=True), path)
+    assert _tag(path) == "new"
+    with pytest.raises(RuntimeError, match="unreadable"):  # saved without a manifest
+        save_package(_FakeModel("odd", manifest=False), path)
+    assert _tag(path) == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["m.mlpackage"]  # no temporaries left
+
+
+def test_a_folder_that_is_not_a_package_is_never_replaced(model64, tmp_path, capsys):
+    folder = tmp_path / "photos.mlpackage"  # a name a user might give any folder
+    folder.mkdir()
+    (folder / "holiday.jpg").write_bytes(b"precious")
+    with pytest.raises(ValueError, match="not a Core ML package \\(no Manifest.json\\)"):
+        export.to_coreml(model64, folder, 64)
+    code = cli.main(["export", "--checkpoint", str(tmp_path / "nope.pt"), "--format", "coreml",
+                     "--out", str(folder)])
+    assert code == 1 and "no Manifest.json" in capsys.readouterr().err  # before loading
+    assert [p.name for p in folder.iterdir()] == ["holiday.jpg"]
+    assert (folder / "holiday.jpg").read_bytes() == b"precious"
+
+
+def test_onnx_export_replaces_a_file_only_when_the_new_one_loads(tmp_path, monkeypatch):
+    onnx = pytest.importorskip("onnx")
+    tiny = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.AdaptiveAvgPool2d(1),
+                               torch.nn.Flatten()).eval()
+    path = tmp_path / "m.onnx"
+    export.to_onnx(tiny, path, 40)
+    old = path.read_bytes()
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch.onnx, "export", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        export.to_onnx(tiny, path, 40)
+    assert path.read_bytes() == old and [p.name for p in tmp_path.iterdir()] == ["m.onnx"]
+    monkeypatch.undo()
+    assert onnx.load(str(path)).graph.node
+    (tmp_path / "dir.onnx").mkdir()
+    with pytest.raises(ValueError, match="is a folder"):
+        export.to_onnx(tiny, tmp_path / "dir.onnx", 40)

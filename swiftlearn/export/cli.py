@@ -13,9 +13,9 @@ import argparse
 from pathlib import Path
 
 from ..checkpoints import load_checkpoint, read_checkpoint, trained_image_size
-from ..utils import IMAGENET_MEAN, IMAGENET_STD, require
+from ..utils import IMAGENET_MEAN, IMAGENET_STD, check_writable, require
 from .checks import default_labels
-from .coreml import import_coremltools, inspect_coreml, to_coreml
+from .coreml import check_replaceable_package, import_coremltools, inspect_coreml, to_coreml
 from .onnx import to_onnx
 from .verify import verify_coreml, verify_onnx
 
@@ -64,6 +64,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix != suffix:
         raise ValueError(f"--out for --format {fmt} must end in {suffix}, got {out}")
+    # refuse an --out that cannot be written or replaced before loading anything
+    if fmt == "coreml":
+        check_replaceable_package(out)
+    else:
+        check_writable(out, "--out")
     loaded = _load_for_export(args)
     model, size, mean, std = loaded["model"], loaded["size"], loaded["mean"], loaded["std"]
     if fmt == "coreml":

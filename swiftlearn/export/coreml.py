@@ -7,6 +7,8 @@ into a classifier with class names (``classLabel``, ``classLabel_probs``).
 :func:`imagetype_approximation` gives the ``ImageType(scale=, bias=)`` one would use instead, so
 the course can measure what that shortcut costs.
 
+:func:`save_package` writes the package beside ``path`` and swaps it in only once complete, so a
+failed save never costs the package already there (and a folder that is not a package is refused).
 :func:`inspect_coreml` reads a saved package back (inputs, outputs, metadata, ops, sizes) on any
 OS; :mod:`swiftlearn.export.verify` checks its numbers against PyTorch.
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import os
 import re
@@ -31,7 +34,15 @@ import torch
 from torch import nn
 
 from ..model import MIN_SIZE, variant_of
-from ..utils import IMAGENET_MEAN, IMAGENET_STD, require
+from ..utils import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    check_writable,
+    remove_stale_temporaries,
+    replace_dir,
+    require,
+    staging_dir,
+)
 from .checks import check_model, default_labels, image_hw
 from .mil import dtype_name, load_program, op_histogram
 
@@ -42,6 +53,7 @@ __all__ = [
     "import_coremltools",
     "inspect_coreml",
     "read_coreml",
+    "save_package",
     "to_coreml",
 ]
 
@@ -132,7 +144,9 @@ def to_coreml(model: nn.Module, path: str | os.PathLike, image_size=224,
 
     Args:
         model: a SwiftFormer (or any classifier ``[B, 3, H, W] -> [B, K]``) in eval mode.
-        path: where to write; must end in ``.mlpackage`` (an existing package is replaced).
+        path: where to write; must end in ``.mlpackage``. An existing package is replaced only
+            once the new one is complete (see :func:`save_package`); a folder that is not a
+            package is refused.
         image_size: input side in pixels, or ``(H, W)``; the default input size.
         labels: ``K`` class names; default: Imagenette's names for 10 classes, else ``class_i``.
         precision: ``"float16"`` (half the size; what the Neural Engine runs) or ``"float32"``.
@@ -147,12 +161,14 @@ def to_coreml(model: nn.Module, path: str | os.PathLike, image_size=224,
         The converted ``coremltools.models.MLModel``; the package is saved at ``path``.
 
     Raises:
-        ValueError: training mode, a size the model cannot take, wrong labels or precision.
+        ValueError: training mode, a size the model cannot take, wrong labels or precision, a
+            ``path`` that holds something other than a package.
         MissingExtraError: coremltools is not installed (an ``ImportError``).
     """
     path = Path(path)
     if path.suffix != ".mlpackage":
         raise ValueError(f"a Core ML ML Program is saved as a .mlpackage folder; got {path}")
+    check_replaceable_package(path)
     if str(precision).lower() not in PRECISIONS:
         raise ValueError(f"precision must be 'float16' or 'float32', got {precision!r}")
     h, w = image_hw(image_size, "image_size")
@@ -186,9 +202,53 @@ def to_coreml(model: nn.Module, path: str | os.PathLike, image_size=224,
 
     _describe(mlmodel, _model_name(model), num_classes, sizes, precision, mean, std,
               description=description, author=author, license=license, version=version)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mlmodel.save(str(path))
+    save_package(mlmodel, path)
     return mlmodel
+
+
+def check_replaceable_package(path: Path) -> None:
+    """Refuse, before any work, an output path that holds something other than a package."""
+    check_writable(path, "--out", kind="dir")
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise ValueError(f"{path} exists and is not a Core ML package folder; move it away or "
+                         "choose another --out")
+    if path.is_dir() and not (path / "Manifest.json").is_file():
+        raise ValueError(f"{path} is a folder but not a Core ML package (no Manifest.json); "
+                         "swiftlearn replaces only packages: move it away or choose another --out")
+
+
+def check_package(path: Path) -> None:
+    """A saved package is complete: ``Manifest.json`` parses and every item it lists exists."""
+    try:
+        manifest = json.loads((path / "Manifest.json").read_text())
+        items = manifest["itemInfoEntries"].values()
+        missing = [item["path"] for item in items
+                   if not (path / "Data" / item["path"]).exists()]
+    except (OSError, ValueError, KeyError, AttributeError, TypeError) as e:
+        raise RuntimeError(f"the package written to {path} is unreadable ({e})") from e
+    if missing or not items:
+        raise RuntimeError(f"the package written to {path} is incomplete (missing "
+                           f"{', '.join(missing) or 'every item'})")
+
+
+def save_package(mlmodel, path: str | os.PathLike) -> Path:
+    """``mlmodel.save(path)`` without ever losing the package already at ``path``.
+
+    The package is written into a temporary sibling (``.<name>.<pid>.tmp``), checked
+    (:func:`check_package`), and only then swapped in; a failed save (a full disk) leaves the old
+    package as it was. A folder at ``path`` that is not a package is refused
+    (:func:`check_replaceable_package`), never deleted.
+    """
+    path = Path(path)
+    check_replaceable_package(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path.parent, {path.name})  # what a killed export left
+    with staging_dir(path) as stage:
+        built = stage / path.name
+        mlmodel.save(str(built))
+        check_package(built)
+        replace_dir(built, path)
+    return path
 
 
 def _accepted_sizes(default: tuple[int, int], enumerated_sizes) -> list[tuple[int, int]]:

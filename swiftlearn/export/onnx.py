@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..utils import require
+from ..utils import check_writable, remove_stale_temporaries, require, staging_dir
 from .checks import check_model, image_hw
 
 __all__ = ["OnnxRunner", "onnxruntime_session", "reorder_gelu", "session_options", "to_onnx"]
@@ -37,7 +37,9 @@ def to_onnx(model: nn.Module, path: str | os.PathLike, image_size=224, *, opset:
 
     The graph takes the *normalised* float tensor the PyTorch model takes (no pixel wrapper), so
     ONNX Runtime and eager PyTorch can be timed and compared on the same input. The weights are
-    stored inside the single ``.onnx`` file.
+    stored inside the single ``.onnx`` file (any ``.onnx.data`` the exporter writes moves with
+    it). The model is built in a temporary sibling folder, checked to load, and only then moved
+    to ``path``: a failed export leaves an existing file there as it was.
 
     Args:
         model: eval-mode classifier.
@@ -60,6 +62,7 @@ def to_onnx(model: nn.Module, path: str | os.PathLike, image_size=224, *, opset:
     path = Path(path)
     if path.suffix != ".onnx":
         raise ValueError(f"the ONNX file name should end in .onnx, got {path}")
+    check_writable(path, "--out")
     h, w = image_hw(image_size, "image_size")
     check_model(model, h, w)
     onnx = require("onnx")
@@ -72,15 +75,33 @@ def to_onnx(model: nn.Module, path: str | os.PathLike, image_size=224, *, opset:
         name = next(iter(_forward_arg_names(model)), "x")
         dynamic = {name: {0: Dim("batch", min=1, max=4096)}}
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _quiet_stdout():
-        torch.onnx.export(model, (example,), str(path), dynamo=True, opset_version=opset,
-                          input_names=["input"], output_names=["logits"],
-                          dynamic_shapes=dynamic, external_data=False)
-    if fusable_gelu:
-        proto = onnx.load(str(path))
-        if reorder_gelu(proto.graph):
-            onnx.save(proto, str(path))
+    remove_stale_temporaries(path.parent, {path.name})  # what a killed export left
+    with staging_dir(path) as stage:
+        built = stage / path.name
+        with _quiet_stdout():
+            torch.onnx.export(model, (example,), str(built), dynamo=True, opset_version=opset,
+                              input_names=["input"], output_names=["logits"],
+                              dynamic_shapes=dynamic, external_data=False)
+        if fusable_gelu:
+            proto = onnx.load(str(built))
+            if reorder_gelu(proto.graph):
+                onnx.save(proto, str(built))
+        _check_onnx(onnx, built)
+        # the weights file(s) first, the graph that names them last: a reader never sees a new
+        # graph beside old weights
+        for part in sorted(stage.iterdir(), key=lambda p: p == built):
+            os.replace(part, path.parent / part.name)
     return path
+
+
+def _check_onnx(onnx, path: Path) -> None:
+    """The written model loads (graph and any external ``.onnx.data``) and has a graph."""
+    try:
+        proto = onnx.load(str(path))
+    except Exception as e:  # google.protobuf.message.DecodeError, OSError, ...
+        raise RuntimeError(f"the ONNX file written to {path} does not load ({e})") from e
+    if not proto.graph.node:
+        raise RuntimeError(f"the ONNX file written to {path} has an empty graph")
 
 
 def reorder_gelu(graph) -> int:
