@@ -20,9 +20,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "swiftlearn"
 ALLOWED: dict[str, set[str]] = {
     "utils": set(),
     "attention": {"utils"},
-    "model": {"attention", "utils"},
+    "blocks": {"attention", "utils"},
+    "model": {"attention", "blocks", "utils"},
     "checkpoints": {"model", "utils"},
-    "fuse": {"model", "attention", "utils"},
+    "fuse": {"model", "blocks", "attention", "utils"},
     "data": {"utils"},
     "measure": set(),  # FLOP counting and peak memory of any callable
     "complexity": {"attention", "model", "measure", "utils"},
