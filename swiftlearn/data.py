@@ -506,7 +506,7 @@ def load_rgb(path: str | os.PathLike) -> Image.Image:
     try:
         with Image.open(path) as im:
             im.load()
-            return im.convert("RGB")
+            return _as_rgb(im)
     except (OSError, SyntaxError, ValueError) as e:
         raise RuntimeError(f"corrupt or unreadable image {path}: {e}. Delete or replace it "
                            "(or re-download the dataset).") from e
@@ -607,17 +607,33 @@ _CACHE_NAME = re.compile(r"(train|val)-\d+px-[0-9a-f]{16}\.(npy|json)")
 
 def _cache_key(root: Path, split: str, size: int, noise: int, files: list[Path]) -> str:
     digest = hashlib.sha1(f"v{_CACHE_VERSION}|{root.resolve()}|{split}|{size}|{noise}".encode())
+    if noise and split == "train":  # the labels come from the CSV: an edit to it is a new cache
+        digest.update(hashlib.sha1((root / NOISY_CSV).read_bytes()).digest())
     for path in files:
-        st = path.stat()
-        digest.update(f"|{path.name}|{st.st_size}|{st.st_mtime_ns}".encode())
+        try:
+            st = path.stat()
+            digest.update(f"|{path.name}|{st.st_size}|{st.st_mtime_ns}".encode())
+        except OSError:  # a dangling symlink or a symlink loop: decoding skips it by name
+            digest.update(f"|{path.name}|unreadable".encode())
     return digest.hexdigest()[:16]
+
+
+def _as_rgb(im: Image.Image) -> Image.Image:
+    """RGB of any PIL image; 16-bit and 32-bit integer greyscale (``I;16``, ``I``) is scaled to
+    8 bits first (PIL's own conversion clips it, so a 16-bit PNG would come out white)."""
+    if im.mode.startswith("I"):
+        values = np.asarray(im).astype(np.float64)
+        if values.max(initial=0) > 255:
+            values = values / 257.0  # 0..65535 -> 0..255
+        im = Image.fromarray(np.clip(values.round(), 0, 255).astype(np.uint8))
+    return im.convert("RGB")
 
 
 def _decode(path: Path, size: int) -> np.ndarray | None:
     try:
         with Image.open(path) as im:
             im.draft("RGB", (size, size))  # JPEG: let libjpeg decode at a reduced scale
-            rgb = im.convert("RGB").resize((size, size), Image.BICUBIC)
+            rgb = _as_rgb(im).resize((size, size), Image.BICUBIC)
         return np.asarray(rgb).transpose(2, 0, 1)
     except (OSError, SyntaxError, ValueError):
         return None
@@ -631,8 +647,11 @@ def load_cached(root=None, split: str = "train", size: int = 176, *, noise: int 
     Every image is squashed to ``size x size`` (Imagenette2-224 is already square; for the
     official aspect-preserving archives this matches their ``Resize((s, s))``). The file is
     ``<cache_dir>/<split>-<size>px-<key>.npy`` with a ``.json`` beside it; the key hashes the
-    root's absolute path, the split, the size, the noise level and every file's name, size and
-    mtime, so adding, removing or touching an image (or changing the size) builds a new cache.
+    root's absolute path, the split, the size, the noise level (with it, the contents of
+    ``noisy_imagenette.csv``) and every file's name, size and mtime, so adding, removing or
+    touching an image, editing the labels or changing the size builds a new cache. Not covered:
+    an edit that keeps a file's size and restores its mtime (delete the cache to rebuild it).
+    Unreadable entries (dangling symlinks, symlink loops) are skipped like corrupt images.
     Files are written to a temporary name and renamed, so an interrupted build leaves no
     half-written cache; the temporary file a killed build left is removed by the next call.
 

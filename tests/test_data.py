@@ -326,6 +326,35 @@ def test_cache_build_removes_what_a_killed_build_left(fake_root, tmp_path):
     assert not stale.exists() and mine.exists()
 
 
+def test_cache_skips_broken_symlinks_and_scales_16_bit_images(fake_root, tmp_path):
+    root = _copy(fake_root, tmp_path)
+    folder = root / "val" / "n01440764"
+    (folder / "dangling.JPEG").symlink_to(tmp_path / "nowhere.JPEG")
+    (folder / "loop.JPEG").symlink_to(folder / "loop.JPEG")
+    grey16 = np.full((40, 40), 32768, np.uint16)  # mid-grey in 16 bits
+    Image.fromarray(grey16).save(folder / "n01440764_0.png")
+    with pytest.warns(RuntimeWarning, match="skipped 2 corrupt or unreadable"):
+        c = D.load_cached(root, "val", 32, cache_dir=tmp_path / "c", progress=False)
+    i = c.paths.index("val/n01440764/n01440764_0.png")
+    assert abs(c.images[i].float().mean().item() - 128) < 2  # not white
+    assert abs(np.asarray(D.load_rgb(folder / "n01440764_0.png")).mean() - 128) < 2
+
+
+def test_cache_follows_edits_to_the_noisy_labels(fake_root, tmp_path):
+    root = _copy(fake_root, tmp_path)
+    cache = tmp_path / "cache"
+    a = D.load_cached(root, "train", 32, noise=50, cache_dir=cache, progress=False)
+    csv_path = root / "noisy_imagenette.csv"
+    lines = csv_path.read_text().splitlines()
+    first = lines[1].split(",")
+    first[5] = "n03888257" if first[5] != "n03888257" else "n01440764"  # noisy_labels_50
+    lines[1] = ",".join(first)
+    csv_path.write_text("\n".join(lines) + "\n")
+    b = D.load_cached(root, "train", 32, noise=50, cache_dir=cache, progress=False)
+    assert len(list(cache.glob("train-32px-*.npy"))) == 2
+    assert a.labels.tolist() != b.labels.tolist()
+
+
 def test_cache_subset(fake_root, tmp_path):
     c = D.load_cached(fake_root, "train", 32, cache_dir=tmp_path, progress=False).subset(1)
     assert len(c) == 10 and sorted(c.labels.tolist()) == list(range(10))
