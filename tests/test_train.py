@@ -562,3 +562,22 @@ def test_a_full_disk_while_saving_is_one_line_and_keeps_the_checkpoint(tmp_path,
     monkeypatch.undo()
     assert torch.load(path) == {"step": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_resume_on_other_data_is_refused_and_inexact_thread_changes_are_said(tmp_path):
+    data = tiny_data(16)
+    cfg = tiny_config(tmp_path, epochs=2)
+
+    def stop(event):
+        if event["event"] == "epoch":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        T.fit(cfg, train_data=data, callback=stop, progress=False)
+    other = tiny_data(16, seed=1)  # same size, classes and labels; other pixels
+    with pytest.raises(ValueError, match="other training data than it was trained on"):
+        T.fit(cfg, train_data=other, resume=True, progress=False)
+    T.fit(tiny_config(tmp_path, epochs=2, threads=2), train_data=data, resume=True,
+          progress=False)
+    assert "note: threads changed (1 -> 2), so the result will be close to, not bit-identical" \
+        in (tmp_path / "train.log").read_text()

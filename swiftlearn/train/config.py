@@ -23,7 +23,9 @@ from ..utils import AMP_MODES
 __all__ = ["NOISE_LEVELS", "RESUMABLE_CHANGES", "TrainConfig", "cli_fields", "config_diff",
            "parse_schedule", "parse_stages"]
 
-#: Config fields that may differ when resuming (where things live, how often to save).
+#: Config fields that may differ when resuming (where things live, how often to save). The
+#: training data must still be the same (checked by fingerprint); another ``threads`` gives up
+#: bit-exactness (the log says so).
 RESUMABLE_CHANGES = ("data", "out", "cache_dir", "threads", "checkpoint_minutes",
                      "checkpoint_every_steps")
 NOISE_LEVELS = (0, 1, 5, 25, 50)
@@ -110,7 +112,9 @@ class TrainConfig:
     seed: int = _opt(0, "random seed")
     threads: int = _opt(0, "torch intra-op threads (0: torch's default; -1: one or all, "
                         "whichever is faster, re-probed when steps slow down, every 200 steps "
-                        "and every epoch)")
+                        "and every epoch). A resume is bit-exact only with the same fixed "
+                        "count: -1, or another count on resume, gives close, not identical, "
+                        "weights")
     checkpoint_minutes: float = _opt(10.0, "also save mid-epoch this often (minutes)")
     checkpoint_every_steps: int = _opt(0, "also save every n steps (0: off; used by tests)",
                                        flag=None)

@@ -36,7 +36,9 @@ from .state import (
     RUN_FILES,
     EpochTotals,
     RunState,
+    check_same_data,
     checkpoint_dict,
+    data_fingerprint,
     export_weights,
     get_rng_state,
     read_resume,
@@ -149,6 +151,19 @@ def _check_run_folder(out: Path, resume, path: Path | None, overwrite: bool) -> 
         "or choose another --out")
 
 
+def _inexact_resume(saved: dict, config: TrainConfig) -> str:
+    """Why a resume with ``config`` cannot reproduce the uninterrupted run bit for bit ("" when
+    it can): float sums depend on the number of threads that compute them."""
+    before = saved.get("threads", 0)
+    if config.threads != before:
+        return f"threads changed ({before} -> {config.threads})"
+    if config.threads == -1:
+        return "threads=-1 picks the thread count by speed, step by step"
+    if config.time_budget_min:
+        return "time-budget runs follow the wall clock"
+    return ""
+
+
 def _check_teacher(path: str) -> None:
     """A ``--teacher`` file must exist and hold weights (read again once the classes are known)."""
     ckpt = safe_load(path)
@@ -197,6 +212,9 @@ class _Run:
             val_data = _load_split(config, "val", self.progress)
         self.train_data, self.val_data = train_data, val_data
         self.classes = list(train_data.classes)
+        self.fingerprint = data_fingerprint(train_data)
+        if ckpt is not None:
+            check_same_data(ckpt, self.fingerprint, path)
         # 3. model, teacher, optimizer, schedule, EMA
         torch.manual_seed(config.seed)
         model = create_model(config.model, num_classes=len(self.classes),
@@ -238,6 +256,10 @@ class _Run:
             self.log(f"resumed {path} at epoch {self.state.epoch + 1} step "
                      f"{self.state.step_in_epoch} ({self.state.global_step} steps, "
                      f"{self.state.elapsed / 60:.1f} min so far)")
+            inexact = _inexact_resume(ckpt["config"], config)
+            if inexact:
+                self.log(f"note: {inexact}, so the result will be close to, not bit-identical "
+                         "with, an uninterrupted run")
         else:
             self.log(f"training {config.model} on {len(train_data)} images ({len(self.classes)} "
                      f"classes), {config.epochs} epochs x {self.steps_per_epoch} steps, world "
@@ -292,7 +314,7 @@ class _Run:
         at = dataclasses.replace(self.state, epoch=epoch, step_in_epoch=step_in_epoch,
                                  elapsed=self.wall(), cpu_time=self.cpu())
         save_checkpoint(checkpoint_dict(self.config, self.classes, self.trainer, at, rng,
-                                        self.world), self.out / "last.pt")
+                                        self.world, self.fingerprint), self.out / "last.pt")
 
     def validate(self, size: int) -> dict:
         """Validation metrics of the EMA weights when there are some, else of the model."""

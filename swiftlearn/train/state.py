@@ -22,9 +22,10 @@ from ..checkpoints import safe_load, save_trained
 from ..utils import atomic_torch_save, atomic_write_json, atomic_write_text
 from .config import TrainConfig, config_diff
 
-__all__ = ["CHECKPOINT_FORMAT", "RUN_FILES", "EpochTotals", "RunState", "checkpoint_dict",
-           "export_weights", "get_rng_state", "read_resume", "read_training_checkpoint",
-           "run_state_of", "save_checkpoint", "set_rng_state", "write_history"]
+__all__ = ["CHECKPOINT_FORMAT", "RUN_FILES", "EpochTotals", "RunState", "check_same_data",
+           "checkpoint_dict", "data_fingerprint", "export_weights", "get_rng_state",
+           "read_resume", "read_training_checkpoint", "run_state_of", "save_checkpoint",
+           "set_rng_state", "write_history"]
 
 CHECKPOINT_FORMAT = "swiftlearn-train-v1"
 
@@ -104,6 +105,29 @@ def read_resume(path: Path, config: TrainConfig) -> dict:
     return ckpt
 
 
+def data_fingerprint(data) -> str:
+    """A short hash of a training set (a :class:`~swiftlearn.data.CachedImages`): its size,
+    image shape, labels, class names and every image's pixels on an 8-pixel grid. Saved in every
+    checkpoint, so a resume on other data is refused even when the path is the same."""
+    import hashlib
+
+    images = data.images
+    digest = hashlib.sha1(f"{tuple(images.shape)}|{list(data.classes)}".encode())
+    digest.update(data.labels.to(torch.int64).numpy().tobytes())
+    digest.update(images[:, :, ::8, ::8].contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def check_same_data(ckpt: dict, fingerprint: str, path: Path) -> None:
+    """Refuse to continue a checkpoint on other training data than it was trained on."""
+    saved = ckpt.get("data_fingerprint")
+    if saved is not None and saved != fingerprint:
+        data = (ckpt.get("config") or {}).get("data")
+        raise ValueError(f"cannot resume {path} on other training data than it was trained on "
+                         f"(fingerprint {saved} != now {fingerprint}); resume with the data it "
+                         f"used (--data {data}, the same subset and noise) or start a new run")
+
+
 def run_state_of(ckpt: dict) -> RunState:
     """The :class:`RunState` a checkpoint was saved at."""
     return RunState(ckpt["epoch"], ckpt["step_in_epoch"], ckpt["global_step"], ckpt["elapsed"],
@@ -112,9 +136,10 @@ def run_state_of(ckpt: dict) -> RunState:
 
 
 def checkpoint_dict(config: TrainConfig, classes: list[str], trainer, state: RunState, rng,
-                    world: int) -> dict:
+                    world: int, fingerprint: str | None = None) -> dict:
     """Everything :func:`read_resume` needs, as one dict (``trainer``: a
-    :class:`~swiftlearn.train.step.Trainer`)."""
+    :class:`~swiftlearn.train.step.Trainer`; ``fingerprint``: :func:`data_fingerprint` of the
+    training data)."""
     return {
         "format": CHECKPOINT_FORMAT, "config": asdict(config), "classes": classes,
         "model": trainer.model.state_dict(),
@@ -124,7 +149,7 @@ def checkpoint_dict(config: TrainConfig, classes: list[str], trainer, state: Run
         "step_in_epoch": state.step_in_epoch, "global_step": state.global_step,
         "elapsed": state.elapsed, "cpu_time": state.cpu_time, "history": state.history,
         "epoch_accumulators": asdict(state.totals), "world_size": world,
-        "finished": state.finished,
+        "finished": state.finished, "data_fingerprint": fingerprint,
     }
 
 
