@@ -3,6 +3,8 @@
 * ``kill -9`` a tiny training run (in a child process) at fixed points: mid-epoch, inside the
   save window (half a temporary checkpoint written), between the last checkpoint and the final
   weights, and once at a random moment; then resume and compare with an uninterrupted run.
+* A full disk (``RLIMIT_FSIZE`` in a child process) while saving: one line, the previous
+  checkpoint intact.
 * Hostile pickles through every loading entry point: the payload never runs.
 * Each data-loss case of issue 11: the user's files stay as they were.
 
@@ -158,6 +160,46 @@ def test_a_run_killed_at_a_random_moment_resumes_to_the_same_weights(tmp_path, u
     resumed = T.fit(tiny_config(out), train_data=tiny_data(), val_data=tiny_data(),
                     resume=True, progress=False)
     _equal_weights(uninterrupted.model, resumed.model)
+
+
+_FULL_DISK = _RUN + textwrap.dedent("""
+    import resource, signal, sys
+    from swiftlearn.train import fit
+
+    torch.set_num_threads(1)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+    limit = 1 << 20  # 1 MB: the config and the log fit, a checkpoint does not
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    try:
+        fit(tiny_config(sys.argv[1]), train_data=tiny_data(), resume=True, progress=False)
+    except RuntimeError as e:
+        print(e, file=sys.stderr)
+        sys.exit(1)
+""")
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="needs RLIMIT_FSIZE")
+def test_a_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path):
+    out = tmp_path / "run"
+
+    def stop(event):
+        if event["event"] == "epoch":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        T.fit(tiny_config(out), train_data=tiny_data(), callback=stop, progress=False)
+    before = (out / "last.pt").read_bytes()
+    script = tmp_path / "full.py"
+    script.write_text(_FULL_DISK)
+    proc = subprocess.run([sys.executable, str(script), str(out)], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    message = proc.stderr.strip()
+    assert "\n" not in message and "could not write" in message and "--resume" in message
+    assert (out / "last.pt").read_bytes() == before  # the previous checkpoint, intact
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+    resumed = T.fit(tiny_config(out), train_data=tiny_data(), resume=True, progress=False)
+    assert len(resumed.history) == 2
 
 
 # ------------------------------------------------------------------------- hostile files
