@@ -581,3 +581,11 @@ def test_resume_on_other_data_is_refused_and_inexact_thread_changes_are_said(tmp
           progress=False)
     assert "note: threads changed (1 -> 2), so the result will be close to, not bit-identical" \
         in (tmp_path / "train.log").read_text()
+
+
+def test_cli_resume_of_a_run_killed_before_its_first_checkpoint_says_what_to_do(tmp_path,
+                                                                                capsys):
+    (tmp_path / "config.json").write_text("{}")
+    assert train_cli.main(["train", "--resume", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "stopped before its first checkpoint" in err and "--overwrite" in err

@@ -41,7 +41,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         path = Path(args.resume)
         path = path / "last.pt" if path.is_dir() else path
         if not path.is_file():
-            raise FileNotFoundError(f"--resume: no checkpoint at {path}")
+            early = (path.parent / "config.json").is_file() and not path.exists()
+            hint = (f"; the run in {path.parent} stopped before its first checkpoint: start it "
+                    f"again with its options and --out {path.parent} --overwrite") if early else ""
+            raise FileNotFoundError(f"--resume: no checkpoint at {path}{hint}")
         saved = read_training_checkpoint(path)["config"]
         config = TrainConfig.from_dict({**saved, **given})
         if "out" not in given:
