@@ -26,13 +26,16 @@ def _info(args: argparse.Namespace) -> int:
     import torch
 
     from . import __version__
-    from .data import find_root
+    from .data import cache_usage, find_root
     from .model import VARIANTS, create_model
 
     print(f"swiftlearn {__version__} | python {platform.python_version()} | torch "
           f"{torch.__version__} | threads {torch.get_num_threads()}")
     root = find_root(required=False)
     print(f"Imagenette root: {root if root else 'not found (set SWIFTLEARN_DATA)'}")
+    folder, size, count = cache_usage()
+    print(f"decoded cache: {folder} ({size / 1e9:.2f} GB in {count} split cache(s); deleting "
+          "the folder is safe, it is rebuilt when needed)")
     for name in VARIANTS:
         n = sum(p.numel() for p in create_model(name).parameters())
         print(f"{name:16s} {n / 1e6:6.2f} M parameters")
@@ -50,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         getattr(mod, attr)(sub)
-    info = sub.add_parser("info", help="versions, threads, data root and model sizes")
+    info = sub.add_parser("info", help="versions, threads, data root, decoded cache and model "
+                          "sizes")
     info.set_defaults(func=_info)
     return parser
 

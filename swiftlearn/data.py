@@ -74,6 +74,7 @@ __all__ = [
     "ImagenetteDataset",
     "Photo",
     "batch_indices",
+    "cache_usage",
     "check_root",
     "class_names",
     "default_cache_dir",
@@ -652,6 +653,8 @@ def load_cached(root=None, split: str = "train", size: int = 176, *, noise: int 
     touching an image, editing the labels or changing the size builds a new cache. Not covered:
     an edit that keeps a file's size and restores its mtime (delete the cache to rebuild it).
     Unreadable entries (dangling symlinks, symlink loops) are skipped like corrupt images.
+    Building a cache removes the ones it supersedes (same root, split, size and noise, older
+    files); :func:`cache_usage` tells where the caches are and how much space they take.
     Files are written to a temporary name and renamed, so an interrupted build leaves no
     half-written cache; the temporary file a killed build left is removed by the next call.
 
@@ -726,8 +729,37 @@ def load_cached(root=None, split: str = "train", size: int = 176, *, noise: int 
     atomic_write_json({"root": str(root), "split": split, "size": size, "noise": noise,
                        "labels": labels, "paths": paths, "skipped": skipped, "wnids": wnids},
                       meta_path, indent=None)
+    _remove_superseded(folder, stem.name, root, split, size, noise)
     return CachedImages(torch.from_numpy(out), torch.tensor(labels), class_names(wnids), paths,
                         skipped)
+
+
+def _remove_superseded(folder: Path, keep: str, root: Path, split: str, size: int,
+                       noise: int) -> None:
+    """Delete the caches the one just built replaces: same root, split, size and noise, built
+    before the images or labels changed (read from their ``.json``; other roots' are kept)."""
+    for meta_path in folder.glob(f"{split}-{size}px-*.json"):
+        if meta_path.stem == keep or not _CACHE_NAME.fullmatch(meta_path.name):
+            continue
+        try:
+            meta = json.loads(meta_path.read_text())
+            if (meta.get("root"), meta.get("split"), meta.get("size"), meta.get("noise")) != \
+                    (str(root), split, size, noise):
+                continue
+            meta_path.with_suffix(".npy").unlink(missing_ok=True)
+            meta_path.unlink()
+        except (OSError, ValueError):
+            continue  # unreadable or in use elsewhere: leave it
+
+
+def cache_usage(cache_dir: str | os.PathLike | None = None) -> tuple[Path, int, int]:
+    """``(folder, bytes, caches)``: where :func:`load_cached` keeps decoded splits and how much
+    space they take (default folder: ``default_cache_dir() / "decoded"``)."""
+    folder = Path(cache_dir).expanduser() if cache_dir is not None \
+        else default_cache_dir() / "decoded"
+    files = [p for p in folder.glob("*") if _CACHE_NAME.fullmatch(p.name)] \
+        if folder.is_dir() else []
+    return folder, sum(p.stat().st_size for p in files), sum(p.suffix == ".npy" for p in files)
 
 
 def random_resized_crop_flip(images: torch.Tensor, size: int,

@@ -26,6 +26,7 @@ def test_info_lists_the_variants(capsys, monkeypatch, tmp_path):
     for name in ("swiftformer_xs", "swiftformer_s", "swiftformer_l1", "swiftformer_l3"):
         assert name in out
     assert "not found" in out
+    assert f"decoded cache: {tmp_path / 'cache' / 'swiftlearn' / 'decoded'} (0.00 GB" in out
 
 
 def test_user_errors_become_one_line_messages(capsys, tmp_path):

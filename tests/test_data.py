@@ -292,7 +292,9 @@ def test_cache_is_invalidated_by_size_and_source_changes(fake_root, tmp_path):
     Image.new("RGB", (40, 40), (255, 0, 0)).save(touched)
     os.utime(touched, ns=(1, 1))
     c = D.load_cached(root, "val", 32, cache_dir=cache, progress=False)
-    assert len(list(cache.glob("val-32px-*.npy"))) == 2  # the changed file: rebuilt
+    # the changed file: rebuilt, and the superseded cache removed (the 48 px one stays)
+    assert len(list(cache.glob("val-32px-*.npy"))) == 1
+    assert len(list(cache.glob("val-*.npy"))) == 2 and len(list(cache.glob("*.json"))) == 2
     assert c.images[0, 0].float().mean() > 240 and c.images[0, 2].float().mean() < 15
 
 
@@ -344,6 +346,7 @@ def test_cache_follows_edits_to_the_noisy_labels(fake_root, tmp_path):
     root = _copy(fake_root, tmp_path)
     cache = tmp_path / "cache"
     a = D.load_cached(root, "train", 32, noise=50, cache_dir=cache, progress=False)
+    first_cache = sorted(cache.glob("train-32px-*.npy"))
     csv_path = root / "noisy_imagenette.csv"
     lines = csv_path.read_text().splitlines()
     first = lines[1].split(",")
@@ -351,8 +354,20 @@ def test_cache_follows_edits_to_the_noisy_labels(fake_root, tmp_path):
     lines[1] = ",".join(first)
     csv_path.write_text("\n".join(lines) + "\n")
     b = D.load_cached(root, "train", 32, noise=50, cache_dir=cache, progress=False)
-    assert len(list(cache.glob("train-32px-*.npy"))) == 2
+    assert len(first_cache) == 1 and sorted(cache.glob("train-32px-*.npy")) != first_cache
     assert a.labels.tolist() != b.labels.tolist()
+
+
+def test_cache_usage_and_superseded_caches_of_other_roots_stay(fake_root, tmp_path):
+    cache = tmp_path / "cache"
+    other = _copy(fake_root, tmp_path / "copy")
+    D.load_cached(fake_root, "val", 32, cache_dir=cache, progress=False)
+    D.load_cached(other, "val", 32, cache_dir=cache, progress=False)  # another root: kept
+    (cache / "notes.txt").write_text("not a cache")
+    folder, size, count = D.cache_usage(cache)
+    assert folder == cache and count == 2
+    assert size == sum(p.stat().st_size for p in cache.glob("val-*"))
+    assert D.cache_usage(tmp_path / "none")[1:] == (0, 0)
 
 
 def test_cache_subset(fake_root, tmp_path):
