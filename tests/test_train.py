@@ -589,3 +589,13 @@ def test_cli_resume_of_a_run_killed_before_its_first_checkpoint_says_what_to_do(
     assert train_cli.main(["train", "--resume", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "stopped before its first checkpoint" in err and "--overwrite" in err
+
+
+def test_a_run_stopped_before_its_first_checkpoint_may_be_started_again(tmp_path):
+    data = tiny_data(16)
+    cfg = tiny_config(tmp_path, epochs=1)
+    (tmp_path / "config.json").write_text(json.dumps(dataclasses.asdict(cfg)))
+    with pytest.raises(ValueError, match=r"already holds a run \(config.json\)"):
+        T.fit(tiny_config(tmp_path, epochs=1, lr=0.1), train_data=data, progress=False)
+    T.fit(cfg, train_data=data, progress=False)  # the same command again: nothing is lost
+    assert (tmp_path / "last.pt").is_file()

@@ -10,6 +10,7 @@ turns them into epochs.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from collections.abc import Callable
@@ -125,7 +126,17 @@ def _resume_path(resume, out: Path) -> Path | None:
     return None
 
 
-def _check_run_folder(out: Path, resume, path: Path | None, overwrite: bool) -> None:
+def _same_config_only(out: Path, config: TrainConfig) -> bool:
+    """Whether ``out`` holds only the ``config.json`` of this very config: a run stopped before
+    its first checkpoint, which the same command may start again (nothing would be lost)."""
+    try:
+        return json.loads((out / "config.json").read_text()) == asdict(config)
+    except (OSError, ValueError):
+        return False
+
+
+def _check_run_folder(out: Path, resume, path: Path | None, overwrite: bool,
+                      config: TrainConfig) -> None:
     """Refuse to start a fresh run over another one (unless ``overwrite``), before any work."""
     check_writable(out, "the run folder (--out)", kind="dir")
     if overwrite and resume:
@@ -139,7 +150,7 @@ def _check_run_folder(out: Path, resume, path: Path | None, overwrite: bool) -> 
             raise ValueError(f"{out} already holds another run ({', '.join(held)}); continuing "
                              f"{path} there would replace it: choose another --out")
         return
-    if not held or (resume and held == ["config.json"]):
+    if not held or (held == ["config.json"] and (resume or _same_config_only(out, config))):
         return  # empty, or a run killed before its first checkpoint: nothing trained to lose
     if resume:
         raise ValueError(f"{out} holds {', '.join(held)} but no last.pt to resume from; replace "
@@ -195,7 +206,7 @@ class _Run:
         refusal = None
         if self.is_main:  # rank 0 decides for all: the others must not see its writes
             try:
-                _check_run_folder(self.out, resume, path, overwrite)
+                _check_run_folder(self.out, resume, path, overwrite, config)
             except ValueError as e:
                 refusal = e
         if not broadcast_flag(refusal is None, self.world):
