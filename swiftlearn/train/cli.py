@@ -43,7 +43,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if not path.is_file():
             early = (path.parent / "config.json").is_file() and not path.exists()
             hint = (f"; the run in {path.parent} stopped before its first checkpoint: start it "
-                    f"again with its options and --out {path.parent} --overwrite") if early else ""
+                    "again with the same command (add --overwrite to change its options)"
+                    ) if early else ""
             raise FileNotFoundError(f"--resume: no checkpoint at {path}{hint}")
         saved = read_training_checkpoint(path)["config"]
         config = TrainConfig.from_dict({**saved, **given})
