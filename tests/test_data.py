@@ -289,7 +289,9 @@ def test_cache_builds_once_and_is_reused(fake_root, tmp_path, monkeypatch):
     def boom(*args):
         raise AssertionError("decoded again")
 
-    monkeypatch.setattr(D, "_decode", boom)
+    import swiftlearn.data.cache as cache_module
+
+    monkeypatch.setattr(cache_module, "_decode", boom)
     again = D.load_cached(fake_root, "train", 32, cache_dir=cache, progress=False)
     assert torch.equal(again.images, c.images)
 
