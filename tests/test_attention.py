@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -241,3 +242,56 @@ def test_constructor_errors():
         EfficientAdditiveAttention(8, formulation="sigmoid")
     with pytest.raises(ValueError, match="positive"):
         SeparableSelfAttention(0)
+
+
+# ---------------------------------------------------------------- the shipped golden fixture
+
+SHIPPED_GOLDEN = Path(__file__).resolve().parents[1] / "assets" / "reference" \
+    / "additive_attention_golden.pt"
+
+
+def _shipped_golden():
+    fixture = torch.load(SHIPPED_GOLDEN, map_location="cpu", weights_only=True)
+    attn = EfficientAdditiveAttention(fixture["dim"], formulation=fixture["formulation"]).eval()
+    attn.load_state_dict(fixture["state_dict"], strict=True)
+    return fixture, attn
+
+
+def test_shipped_golden_fixture_is_small_and_reproduced():
+    assert SHIPPED_GOLDEN.stat().st_size < 1_000_000
+    fixture, attn = _shipped_golden()
+    assert fixture["input"].shape == fixture["output"].shape == (1, 49, 220)
+    with torch.no_grad():
+        out = attn(fixture["input"])
+    torch.testing.assert_close(out, fixture["output"], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("change", ["softmax", "legacy_softmax", "w_g", "no_residual"])
+def test_shipped_golden_fixture_catches_a_wrong_attention(change):
+    """Negative controls: another formulation, another w_g (its entries shifted by one) or a
+    missing residual differ from the official output by far more than the tolerance."""
+    fixture, attn = _shipped_golden()
+    x = fixture["input"]
+    with torch.no_grad():
+        if change in ("softmax", "legacy_softmax"):
+            attn.formulation = change
+            out = attn(x)
+        elif change == "w_g":
+            attn.w_g.copy_(attn.w_g.roll(1, 0))
+            out = attn(x)
+        else:
+            q = F.normalize(attn.to_query(x), dim=-1)
+            k = F.normalize(attn.to_key(x), dim=-1)
+            g = (attn.token_weights(q) * q).sum(1, keepdim=True)
+            out = attn.final(attn.Proj(g * k))  # the "+ q" residual left out
+    assert (out - fixture["output"]).abs().max() > 1e-3
+
+
+def test_shipped_golden_fixture_matches_the_shared_reference(golden, official_xs_state_dict):
+    """The shipped fixture is a bit-exact extract of ../shared/reference (skips without it)."""
+    fixture = torch.load(SHIPPED_GOLDEN, map_location="cpu", weights_only=True)
+    assert torch.equal(fixture["input"], golden["attn_last_stage"]["input"][:1])
+    assert torch.equal(fixture["output"], golden["attn_last_stage"]["output"][:1])
+    prefix = fixture["module"] + "."
+    for name, tensor in fixture["state_dict"].items():
+        assert torch.equal(tensor, official_xs_state_dict[prefix + name]), name
