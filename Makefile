@@ -10,7 +10,7 @@ NOTEBOOKS := $(sort $(wildcard notebooks/0*.ipynb))
 export SWIFTLEARN_DATA ?= $(firstword $(wildcard ../shared/data/imagenette2-224))
 
 .DEFAULT_GOAL := help
-.PHONY: help install lab test test-unit test-notebooks test-browser notebooks figures bench lint format clean
+.PHONY: help install lab test test-unit test-notebooks test-browser notebooks figures diagrams bench lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -66,6 +66,9 @@ figures: ## after `make notebooks`: refresh the README's figures in assets/figur
 	fi
 	@mkdir -p assets/figures
 	@for f in $(README_FIGURES); do cp -v $(FIGURES_OUT)/$$f assets/figures/$$f; done
+
+diagrams: $(STAMP) ## redraw the diagrams in assets/figures/diagrams/ (swiftlearn.diagrams)
+	.venv/bin/python -m swiftlearn.diagrams assets/figures/diagrams
 
 bench: $(STAMP) ## latency table against the peers + training throughput -> assets/bench/
 	$(BIN)/swiftlearn bench --compile --out assets/bench

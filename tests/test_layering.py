@@ -31,6 +31,8 @@ ALLOWED: dict[str, set[str]] = {
     "train": {"data", "model", "checkpoints", "utils"},
     "viz": {"utils"},
     "widgets": {"complexity", "measure", "viz", "utils"},
+    "explorers": {"attention", "data", "viz", "utils"},  # the mechanism explorers
+    "diagrams": {"utils"},  # drawn diagrams (python -m swiftlearn.diagrams)
     "export": {"model", "checkpoints", "data", "utils"},
     "bench": {"model", "checkpoints", "fuse", "export", "train", "data", "complexity",
               "measure", "utils"},
