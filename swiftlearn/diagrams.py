@@ -1,5 +1,5 @@
-"""Drawn diagrams of the course: the efficient additive attention's data flow and the SwiftFormer
-encoder block, as boxes and arrows annotated with the tensor shapes (legend of
+"""Drawn diagrams of the course: the efficient additive attention's data flow, the SwiftFormer
+encoder block and the whole network, as boxes and arrows annotated with the tensor shapes (legend of
 :mod:`swiftlearn.attention`).
 
 Both functions return a :class:`matplotlib.figure.Figure` (no pyplot state). The committed
@@ -18,7 +18,8 @@ from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
 from .utils import atomic_write_bytes
 
-__all__ = ["DIAGRAMS", "additive_attention_diagram", "encoder_block_diagram", "write_diagrams"]
+__all__ = ["DIAGRAMS", "additive_attention_diagram", "architecture_diagram",
+           "encoder_block_diagram", "write_diagrams"]
 
 #: box colours by kind of step
 COLORS = {
@@ -179,8 +180,44 @@ def encoder_block_diagram() -> Figure:
     return c.fig
 
 
+def architecture_diagram() -> Figure:
+    """SwiftFormer at a glance: stem, four stages (each ending in an encoder block), the
+    embeddings between them and the head, with the feature-map shapes; box widths shrink with
+    the resolution."""
+    c = _Canvas(11.0, 11.6, (7.2, 7.6), "SwiftFormer: a four-stage pyramid")
+    M = 4.6
+    rows = [
+        ("image", "image", "[B, 3, H, W]", "tensor", 6.4),
+        ("stem", "stem: (conv 3×3/2, BN, ReLU) × 2", "[B, C₁, H/4, W/4]", "linear", 6.2),
+        ("s1", "stage 1: ConvEncoder × (d₁ − 1), encoder", "[B, C₁, H/4, W/4]", "mix",
+         6.2),
+        ("e2", "embedding: conv 3×3/2, BN", "[B, C₂, H/8, W/8]", "linear", 5.8),
+        ("s2", "stage 2: ConvEncoder × (d₂ − 1), encoder", "[B, C₂, H/8, W/8]", "mix",
+         5.8),
+        ("e3", "embedding: conv 3×3/2, BN", "[B, C₃, H/16, W/16]", "linear", 5.5),
+        ("s3", "stage 3: ConvEncoder × (d₃ − 1), encoder", "[B, C₃, H/16, W/16]", "mix",
+         5.5),
+        ("e4", "embedding: conv 3×3/2, BN", "[B, C₄, H/32, W/32]", "linear", 5.2),
+        ("s4", "stage 4: ConvEncoder × (d₄ − 1), encoder", "[B, C₄, H/32, W/32]", "mix",
+         5.2),
+        ("head", "BN, average pool, head + dist_head", "[B, classes]", "scale", 5.2),
+    ]
+    top, step = 10.75, 1.1
+    for i, (name, text, shape, kind, w) in enumerate(rows):
+        c.box(name, M, top - i * step, text, shape, kind=kind, w=w, h=0.78)
+    for (a, *_), (b, *_) in zip(rows, rows[1:]):
+        c.arrow(a, b)
+    c.ax.text(9.5, 6.9, "every stage ends in\nan encoder block with\nadditive attention:\n"
+              "56×56, 28×28, 14×14\nand 7×7 tokens\nat 224 px", fontsize=8.5, ha="center",
+              va="center", color="0.25")
+    c.ax.text(9.5, 3.3, "XS: d = (3, 3, 6, 4)\nC = (48, 56, 112, 220)", fontsize=8.5,
+              ha="center", va="center", color="0.25", family="monospace")
+    return c.fig
+
+
 #: file name -> function, what ``python -m swiftlearn.diagrams`` writes
 DIAGRAMS = {"additive_attention.png": additive_attention_diagram,
+            "architecture.png": architecture_diagram,
             "encoder_block.png": encoder_block_diagram}
 
 

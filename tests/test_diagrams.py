@@ -20,10 +20,18 @@ def test_diagram_draws_boxes_with_shapes(name):
     fig = diagrams.DIAGRAMS[name]()
     assert isinstance(fig, Figure)
     texts = [t.get_text() for t in fig.axes[0].texts]
-    assert any("[B, N, d]" in t or "[B, C, H, W]" in t for t in texts)
+    assert any(shape in t for t in texts for shape in ("[B, N, d]", "[B, C, H, W]", "[B, 3, H, W]"))
     assert any("additive attention" in t.lower() or "α" in t for t in texts)
     pixels = imread(io.BytesIO(diagrams._png(fig)), format="png")
     assert pixels.shape[0] > 600 and pixels[..., :3].std() > 0.05
+
+
+def test_architecture_diagram_states_the_xs_variant():
+    from swiftlearn.model import VARIANTS
+
+    xs = VARIANTS["swiftformer_xs"]
+    texts = " ".join(t.get_text() for t in diagrams.architecture_diagram().axes[0].texts)
+    assert f"d = {tuple(xs.depths)}" in texts and f"C = {tuple(xs.widths)}" in texts
 
 
 def test_write_diagrams_writes_once(tmp_path):
