@@ -31,6 +31,7 @@ ALLOWED: dict[str, set[str]] = {
     "train": {"data", "model", "checkpoints", "utils"},
     "viz": {"utils"},
     "widgets": {"complexity", "measure", "viz", "utils"},
+    "exercises": {"attention", "blocks", "model", "complexity"},  # the notebooks' checks
     "explorers": {"attention", "data", "viz", "utils"},  # the mechanism explorers
     "diagrams": {"utils"},  # drawn diagrams (python -m swiftlearn.diagrams)
     "export": {"model", "checkpoints", "data", "utils"},
