@@ -47,11 +47,13 @@ def grid(only: list[str] | None = None) -> list[tuple[str, int]]:
     return [(v, s) for v in names for s in SEEDS.get(v, DEFAULT_SEEDS)]
 
 
-def command(variant: str, seed: int, data: str, runs: Path, cache_dir: str | None) -> list[str]:
+def command(variant: str, seed: int, data: str, runs: Path, cache_dir: str | None,
+            threads: int | None = None) -> list[str]:
     cmd = ["python", "-m", "swiftlearn.train", "train", *RECIPE, *VARIANTS[variant],
            "--seed", str(seed), "--data", data, "--out", str(runs / f"{variant}-s{seed}"),
            "--quiet"]
-    return cmd + (["--cache-dir", cache_dir] if cache_dir else [])
+    cmd += ["--cache-dir", cache_dir] if cache_dir else []
+    return cmd + (["--threads", str(threads)] if threads is not None else [])
 
 
 def collect(variant: str, seed: int, cmd: list[str], run: Path, results: Path) -> dict:
@@ -76,20 +78,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", type=Path, default=Path("assets/ablations"))
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--only", nargs="*", help="variants to run (default: all)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads per run (default: the recipe's); one thread keeps a run "
+                        "steady on a machine that other work shares. Only the speed changes, and "
+                        "a run can resume with another value")
     p.add_argument("--list", action="store_true", help="print the grid and exit")
     args = p.parse_args(argv)
     jobs = grid(args.only)
     if args.list:
         for v, s in jobs:
             print(shlex.join(command(v, s, args.data or "$SWIFTLEARN_DATA", args.runs,
-                                     args.cache_dir)))
+                                     args.cache_dir, args.threads)))
         return 0
     if not args.data:
         raise SystemExit("--data: an Imagenette root is needed (or set SWIFTLEARN_DATA)")
     for variant, seed in jobs:
         run = args.runs / f"{variant}-s{seed}"
-        cmd = command(variant, seed, args.data, args.runs, args.cache_dir)
+        cmd = command(variant, seed, args.data, args.runs, args.cache_dir, args.threads)
         done = (run / "final_fp16.pt").is_file()
+        result = args.results / f"{variant}-s{seed}.json"
+        if done and result.is_file():  # collected before: keep the command recorded then
+            print(f"   {variant} seed {seed}: done ({result})", flush=True)
+            continue
         if not done:
             resume = ["--resume", str(run)] if (run / "last.pt").is_file() else []
             print(f"== {variant} seed {seed}: {shlex.join(cmd + resume)}", flush=True)
