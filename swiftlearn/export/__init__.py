@@ -10,6 +10,8 @@ One concept per module:
                    (:func:`session_options`, :func:`onnxruntime_session`, :class:`OnnxRunner`)
 ``mil``            a small interpreter that runs a saved ML Program op by op on any OS
 ``verify``         :func:`verify_coreml`, :func:`verify_onnx`: the saved artefact vs PyTorch
+``quantize``       static int8 ONNX for the CPU (:func:`~swiftlearn.export.quantize.quantize_int8`,
+                   calibration, exact graph passes, accuracy helpers); import it by name
 ``cli``            ``swiftlearn export``
 =================  ===============================================================================
 

@@ -64,6 +64,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix != suffix:
         raise ValueError(f"--out for --format {fmt} must end in {suffix}, got {out}")
+    _check_quantize_args(args, fmt)  # --quantize int8 (ONNX only)
     # refuse an --out that cannot be written or replaced before loading anything
     if fmt == "coreml":
         check_replaceable_package(out)
@@ -76,6 +77,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
                   enumerated_sizes=args.enumerated_sizes or None, mean=mean, std=std)
         report = verify_coreml(out, model, n=2, mean=mean, std=std) if args.verify else None
         print(inspect_coreml(out))
+    elif args.quantize:
+        report = _export_int8(args, loaded, out)
     else:
         to_onnx(model, out, size)  # the graph takes normalised input: mean/std stay outside
         report = verify_onnx(out, model) if args.verify else None
@@ -108,4 +111,64 @@ def add_cli(subparsers) -> None:
     p.add_argument("--labels", default=None, help="text file with one class name per line")
     p.add_argument("--no-verify", dest="verify", action="store_false",
                    help="skip the numerical check against PyTorch")
+    _add_quantize_args(p)
     p.set_defaults(func=_cmd_export)
+
+
+# ---------------------------------------------------------------- --quantize int8 (ONNX, CPU)
+# static int8 through ONNX Runtime's quantiser: swiftlearn.export.quantize
+
+
+def _add_quantize_args(p) -> None:
+    p.add_argument("--quantize", default=None, choices=["int8"],
+                   help="ONNX only: static int8 (QDQ: int8 weights per channel, uint8 "
+                        "activations), calibrated on --calibration-data")
+    p.add_argument("--calibration-data", default=None,
+                   help="with --quantize: an Imagenette root (its train/ split) or a folder of "
+                        "training images")
+    p.add_argument("--calibration-images", type=int, default=200,
+                   help="with --quantize: how many images calibrate (default 200, fixed seed)")
+
+
+def _check_quantize_args(args: argparse.Namespace, fmt: str) -> None:
+    """Refuse a wrong --quantize combination before loading anything."""
+    if not getattr(args, "quantize", None):
+        if getattr(args, "calibration_data", None):
+            raise ValueError("--calibration-data is for --quantize int8; add --quantize int8")
+        return
+    if fmt != "onnx":
+        raise ValueError(f"--quantize int8 makes an ONNX model; use --format onnx, not {fmt}")
+    if not args.calibration_data:
+        raise ValueError("--quantize int8 needs --calibration-data: a folder of a few hundred "
+                         "training images (e.g. an Imagenette root)")
+    if not Path(args.calibration_data).expanduser().is_dir():
+        raise ValueError(f"--calibration-data {args.calibration_data} is not a folder; pass a "
+                         "folder of training images (e.g. an Imagenette root)")
+    if args.calibration_images < 1:
+        raise ValueError(f"--calibration-images must be >= 1, got {args.calibration_images}")
+
+
+_HELD_OUT = 8  # calibration-folder images kept out of calibration, for the check
+
+
+def _export_int8(args: argparse.Namespace, loaded: dict, out: Path):
+    """fp32 ONNX in a temporary folder beside ``out``, quantised there, checked, moved."""
+    import os
+
+    from ..utils import staging_dir
+    from .quantize import calibration_images, check_int8, quantize_int8
+
+    model, size = loaded["model"], loaded["size"]
+    images = calibration_images(args.calibration_data, args.calibration_images + _HELD_OUT,
+                                size, mean=loaded["mean"], std=loaded["std"])
+    held_out = images[-_HELD_OUT:] if len(images) > _HELD_OUT else images
+    calibration = images[:-_HELD_OUT] if len(images) > _HELD_OUT else images
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with staging_dir(out) as stage:
+        fp32 = to_onnx(model, stage / "fp32.onnx", size)
+        built = quantize_int8(fp32, stage / out.name, calibration)
+        report = check_int8(built, model, held_out) if args.verify else None
+        os.replace(built, out)
+    print(f"{out}: {out.stat().st_size / 1e6:.2f} MB, int8, input [batch, 3, {size}, {size}], "
+          f"calibrated on {len(calibration)} images from {args.calibration_data}")
+    return report

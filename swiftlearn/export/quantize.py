@@ -1,0 +1,549 @@
+"""Static int8 quantisation for the CPU: an ONNX graph with int8 weights and uint8 activations.
+
+Static quantisation stores every weight as int8 with one scale per output channel
+(``w ~= scale * q``, ``q`` in -127..127) and every activation as uint8 with one scale and zero
+point per tensor (``x ~= scale * (q - zero_point)``, ``q`` in 0..255). The activation ranges are
+fixed ahead of time by running the float model on a few hundred *calibration* images and
+recording each tensor's min and max. The file is written in the QDQ form: the float graph with a
+``QuantizeLinear -> DequantizeLinear`` pair on every quantised tensor; ONNX Runtime recognises
+``DQ -> Conv -> Q`` (and MatMul, Add, Mul, ...) and runs each as one integer kernel
+(``QLinearConv``, ``QGemm``, ...), on x86 with the ``u8 x s8`` dot-product instructions
+(AVX-512 VNNI where the CPU has them).
+
+:func:`quantize_int8` turns a float32 ``.onnx`` from :func:`~swiftlearn.export.to_onnx` into that
+file. Before quantising it applies four exact graph passes that leave fewer, larger operations
+for the integer kernels: :func:`fuse_gelu` (each spelled-out GELU becomes ONNX Runtime's one
+``Gelu`` op, computed in float between a dequantise and a quantise; quantising its five pieces
+separately is slower and less accurate), :func:`fold_conv_scale` (the layer scales after the
+convolutions go into the convolution weights), :func:`fold_bn_into_conv` (a BatchNorm in
+front of a 1x1 convolution goes into it) and :func:`drop_broadcast_expand` (the normalisations'
+norms divide by broadcasting instead of being copied to the full tensor first).
+
+:func:`calibration_images` reads the calibration set from a folder, :func:`check_int8` compares
+the int8 model with PyTorch (a corrupted scale or a bad calibration fails it), and
+:func:`onnx_accuracy` is the top-1 of an ``.onnx`` file beside PyTorch fp32 on the same images.
+
+Needs onnx and onnxruntime (``pip install -e ".[export]"``; the quantiser ships with
+onnxruntime).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data.datasets import load_rgb
+from ..utils import IMAGENET_MEAN, IMAGENET_STD, check_writable, normalize, require, staging_dir
+from .onnx import OnnxRunner
+
+__all__ = ["INT8_TOLERANCE", "AccuracyResult", "Int8Report", "calibration_images", "check_int8",
+           "drop_broadcast_expand", "fold_bn_into_conv", "fold_conv_scale", "fuse_gelu",
+           "onnx_accuracy", "prepare_for_quantization", "quantize_int8"]
+
+#: :func:`check_int8` passes when ``||int8 - fp32|| / ||fp32||`` over the logits is at most this
+#: (well-calibrated int8 SwiftFormer-XS: ~0.03-0.06; a corrupted scale: > 0.5)
+INT8_TOLERANCE = 0.2
+_IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
+
+
+# ---------------------------------------------------------------- calibration data
+
+
+def _image_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES
+                  and p.is_file())
+
+
+def calibration_images(root: str | os.PathLike, n: int = 200, size: int = 224, *,
+                       seed: int = 0, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
+    """``n`` images picked at random (fixed ``seed``) under ``root``, as the model's input.
+
+    ``root`` is an Imagenette root (its ``train/`` split is used) or any folder of .jpg/.jpeg/
+    .png images (searched recursively). Each image is resized to ``size x size`` (bicubic, the
+    way the decoded cache squashes it) and normalised with ``mean``/``std``.
+
+    Shape:
+        - output ``[min(n, available), 3, size, size]``, float32
+
+    Raises:
+        ValueError: ``root`` is not a folder or holds no image, or ``n < 1``.
+    """
+    if n < 1:
+        raise ValueError(f"the calibration set needs at least one image, got n={n}")
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise ValueError(f"--calibration-data {root} is not a folder; pass a folder of training "
+                         "images (e.g. an Imagenette root such as data/imagenette2-224)")
+    folder = root / "train" if (root / "train").is_dir() else root
+    files = _image_files(folder)
+    if not files:
+        raise ValueError(f"--calibration-data {folder} holds no .jpg/.jpeg/.png image; pass a "
+                         "folder of a few hundred training images")
+    random.Random(seed).shuffle(files)
+    from PIL import Image
+
+    pictures = []
+    for path in files[:n]:
+        rgb = load_rgb(path).resize((size, size), Image.BICUBIC)
+        pictures.append(torch.from_numpy(np.array(rgb)).permute(2, 0, 1))
+    return normalize(torch.stack(pictures), mean, std)
+
+
+class _Reader:
+    """ONNX Runtime's calibration-data-reader protocol over a tensor, one image per call."""
+
+    def __init__(self, images: torch.Tensor, input_name: str):
+        self.images, self.input_name, self.i = images.numpy(), input_name, 0
+
+    def get_next(self):
+        if self.i >= len(self.images):
+            return None
+        self.i += 1
+        return {self.input_name: self.images[self.i - 1:self.i]}
+
+    def rewind(self):
+        self.i = 0
+
+
+# ---------------------------------------------------------------- exact graph passes
+
+
+def _index(graph):
+    from onnx import numpy_helper
+
+    inits = {t.name: t for t in graph.initializer}
+    consts = {name: numpy_helper.to_array(t) for name, t in inits.items()}
+    users, producer = defaultdict(list), {}
+    for node in graph.node:
+        for name in node.input:
+            users[name].append(node)
+        for name in node.output:
+            producer[name] = node
+    return inits, consts, users, producer
+
+
+def _scalar(consts, name: str, value: float) -> bool:
+    c = consts.get(name)
+    return c is not None and c.size == 1 and abs(float(c.reshape(())) - value) < 1e-6
+
+
+def fuse_gelu(model) -> int:
+    r"""Graph pass: each spelled-out GELU, :math:`x \cdot 0.5 \cdot (1 + \mathrm{erf}(x/\sqrt2))`,
+    becomes one ``com.microsoft.Gelu`` node (ONNX Runtime's exact-erf GELU).
+
+    Both operand orders of the outer multiplications are recognised (before and after
+    :func:`~swiftlearn.export.reorder_gelu`); the constants must be initializers (as after
+    ONNX Runtime's ``quant_pre_process``). Only single-use intermediates are touched.
+
+    Args:
+        model: an ``onnx.ModelProto``, edited in place (its opsets gain ``com.microsoft``).
+
+    Returns:
+        How many GELUs were replaced.
+    """
+    from onnx import helper
+
+    graph = model.graph
+    _, consts, users, producer = _index(graph)
+
+    def only_user(name, op_type):
+        nodes = users.get(name, [])
+        return nodes[0] if len(nodes) == 1 and nodes[0].op_type == op_type else None
+
+    drop, replace = set(), {}
+    for erf in [n for n in graph.node if n.op_type == "Erf"]:
+        div = producer.get(erf.input[0])
+        if div is None or div.op_type != "Div" or not _scalar(consts, div.input[1], 2 ** 0.5):
+            continue
+        x = div.input[0]
+        add = only_user(erf.output[0], "Add")
+        if add is None or not any(_scalar(consts, i, 1.0) for i in add.input):
+            continue
+        outer = only_user(add.output[0], "Mul")
+        if outer is None:
+            continue
+        other = [i for i in outer.input if i != add.output[0]]
+        inner = producer.get(other[0]) if len(other) == 1 else None
+        if inner is not None and inner.op_type == "Mul" and len(users[inner.output[0]]) == 1 \
+                and x in inner.input and any(_scalar(consts, i, 0.5) for i in inner.input):
+            pass  # (x * 0.5) * (1 + erf)
+        else:  # x * ((1 + erf) * 0.5)
+            inner = None
+            half = only_user(add.output[0], "Mul")
+            if half is None or not any(_scalar(consts, i, 0.5) for i in half.input):
+                continue
+            outer = only_user(half.output[0], "Mul")
+            if outer is None or x not in outer.input:
+                continue
+            inner = half
+        drop.update(id(n) for n in (div, erf, add, inner))
+        replace[id(outer)] = helper.make_node("Gelu", [x], [outer.output[0]],
+                                              name=f"{outer.name or erf.name}_gelu",
+                                              domain="com.microsoft")
+    if replace:
+        nodes = [replace.get(id(n), n) for n in graph.node if id(n) not in drop]
+        del graph.node[:]
+        graph.node.extend(nodes)
+        if not any(o.domain == "com.microsoft" for o in model.opset_import):
+            model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    return len(replace)
+
+
+def _set_init(graph, inits, name: str, value: np.ndarray, suffix: str) -> str:
+    """A new initializer ``name + suffix`` holding ``value`` (shared weights stay untouched)."""
+    from onnx import numpy_helper
+
+    new = name + suffix
+    graph.initializer.append(numpy_helper.from_array(value.astype(np.float32), new))
+    inits[new] = graph.initializer[-1]
+    return new
+
+
+def fold_conv_scale(model) -> int:
+    """Graph pass: ``Mul(Conv(x, W, b), s)`` with a per-output-channel constant ``s`` (a layer
+    scale) becomes ``Conv(x, s W, s b)``. Exact up to float rounding.
+
+    Returns:
+        How many multiplications were folded.
+    """
+    graph = model.graph
+    inits, consts, users, producer = _index(graph)
+    count, drop = 0, set()
+    for mul in [n for n in graph.node if n.op_type == "Mul"]:
+        scale_name = next((i for i in mul.input if i in consts), None)
+        data = next((i for i in mul.input if i != scale_name), None)
+        conv = producer.get(data) if data is not None else None
+        if scale_name is None or conv is None or conv.op_type != "Conv" \
+                or len(users[data]) != 1 or conv.input[1] not in consts:
+            continue
+        w = consts[conv.input[1]]
+        s = consts[scale_name]
+        c_out = w.shape[0]
+        if s.size == 1:
+            s = np.full(c_out, float(s.reshape(())), np.float32)
+        elif s.shape not in ((c_out, 1, 1), (1, c_out, 1, 1)):
+            continue
+        s = s.reshape(c_out)
+        b = consts[conv.input[2]] if len(conv.input) > 2 and conv.input[2] else \
+            np.zeros(c_out, np.float32)
+        w_name = _set_init(graph, inits, conv.input[1], w * s.reshape(-1, 1, 1, 1), "_scaled")
+        b_name = _set_init(graph, inits, conv.input[1] + "_bias", b * s, "_scaled")
+        conv.input[:] = [conv.input[0], w_name, b_name]
+        conv.output[0] = mul.output[0]
+        drop.add(id(mul))
+        count += 1
+    if drop:
+        nodes = [n for n in graph.node if id(n) not in drop]
+        del graph.node[:]
+        graph.node.extend(nodes)
+        _prune_initializers(graph)
+    return count
+
+
+def fold_bn_into_conv(model) -> int:
+    """Graph pass: a ``BatchNormalization`` whose only user is a 1x1, unpadded, ungrouped
+    ``Conv`` goes into that convolution's weights (``W' = W diag(s)``, ``b' = b + W t``).
+
+    Returns:
+        How many BatchNorms were folded.
+    """
+    graph = model.graph
+    inits, consts, users, producer = _index(graph)
+    count, drop = 0, set()
+    for bn in [n for n in graph.node if n.op_type == "BatchNormalization"]:
+        nexts = users.get(bn.output[0], [])
+        if len(nexts) != 1 or nexts[0].op_type != "Conv" or len(bn.output) != 1 \
+                or not all(i in consts for i in bn.input[1:5]):
+            continue
+        conv = nexts[0]
+        attrs = {a.name: a for a in conv.attribute}
+        w = consts.get(conv.input[1])
+        pads = list(attrs["pads"].ints) if "pads" in attrs else []
+        group = attrs["group"].i if "group" in attrs else 1
+        if w is None or w.shape[2:] != (1, 1) or any(pads) or group != 1 \
+                or conv.input[0] != bn.output[0]:
+            continue
+        eps = next((a.f for a in bn.attribute if a.name == "epsilon"), 1e-5)
+        gamma, beta, mean, var = (consts[i].astype(np.float64) for i in bn.input[1:5])
+        s = gamma / np.sqrt(var + eps)
+        t = beta - mean * s
+        c_out = w.shape[0]
+        b = consts[conv.input[2]] if len(conv.input) > 2 and conv.input[2] else \
+            np.zeros(c_out, np.float32)
+        w2 = w.astype(np.float64)[:, :, 0, 0]
+        w_name = _set_init(graph, inits, conv.input[1], (w2 * s)[:, :, None, None], "_bnfold")
+        b_name = _set_init(graph, inits, conv.input[1] + "_bias", b + w2 @ t, "_bnfold")
+        conv.input[:] = [bn.input[0], w_name, b_name]
+        drop.add(id(bn))
+        count += 1
+    if drop:
+        nodes = [n for n in graph.node if id(n) not in drop]
+        del graph.node[:]
+        graph.node.extend(nodes)
+        _prune_initializers(graph)
+    return count
+
+
+def drop_broadcast_expand(model) -> int:
+    """Graph pass: ``Div(x, Expand(n, shape(x)))`` becomes ``Div(x, n)``: the division
+    broadcasts ``n`` itself (``F.normalize`` exports its norm expanded to the full tensor first).
+
+    Only an ``Expand`` used by nothing else, whose output has the numerator's shape (as shape
+    inference recorded it, symbolic batch included) and whose input broadcasts to it, is
+    dropped: the result is the same values. The shape computation that fed it goes too.
+
+    Returns:
+        How many expansions were dropped.
+    """
+    graph = model.graph
+    _, _, users, _ = _index(graph)
+
+    def dims(v):
+        out = []
+        for d in v.type.tensor_type.shape.dim:
+            out.append(d.dim_value if d.HasField("dim_value")
+                       else d.dim_param if d.HasField("dim_param") else None)
+        return out
+
+    shapes = {v.name: dims(v) for v in [*graph.value_info, *graph.input]}
+    count, drop = 0, set()
+    for expand in [n for n in graph.node if n.op_type == "Expand"]:
+        nexts = users.get(expand.output[0], [])
+        if len(nexts) != 1 or nexts[0].op_type != "Div" or nexts[0].input[1] != expand.output[0]:
+            continue
+        div = nexts[0]
+        x_shape, n_shape = shapes.get(div.input[0]), shapes.get(expand.input[0])
+        out_shape = shapes.get(expand.output[0])
+        if not x_shape or not n_shape or out_shape != x_shape or None in x_shape \
+                or None in n_shape or len(n_shape) != len(x_shape) \
+                or any(a != 1 and a != b for a, b in zip(n_shape, x_shape)):
+            continue
+        div.input[1] = expand.input[0]
+        drop.add(id(expand))
+        count += 1
+    if drop:
+        nodes = [n for n in graph.node if id(n) not in drop]
+        del graph.node[:]
+        graph.node.extend(nodes)
+        _prune_dead_nodes(graph)
+        _prune_initializers(graph)
+    return count
+
+
+def _prune_dead_nodes(graph) -> None:
+    """Remove nodes none of whose outputs is used (the shape arithmetic of a dropped Expand)."""
+    outputs = {o.name for o in graph.output}
+    while True:
+        used = {i for n in graph.node for i in n.input} | outputs
+        keep = [n for n in graph.node if any(o in used for o in n.output)]
+        if len(keep) == len(graph.node):
+            return
+        del graph.node[:]
+        graph.node.extend(keep)
+
+
+def _prune_initializers(graph) -> None:
+    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    keep = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+
+
+# ---------------------------------------------------------------- quantisation
+
+
+def prepare_for_quantization(fp32_path: str | os.PathLike, out: str | os.PathLike, *,
+                             passes: bool = True) -> dict[str, int]:
+    """The float graph :func:`quantize_int8` quantises, written to ``out``.
+
+    ONNX Runtime's ``quant_pre_process`` (shape inference and basic optimisation; its symbolic
+    shape pass is skipped, as it fails on the exported graph), then, with ``passes``,
+    :func:`fold_bn_into_conv`, :func:`fold_conv_scale`, :func:`drop_broadcast_expand` and
+    :func:`fuse_gelu`. Still float32 and the same function (to float rounding).
+
+    Returns:
+        How many rewrites each pass made, by pass name.
+    """
+    onnx = require("onnx")
+    ort = require("onnxruntime")
+    ort.set_default_logger_severity(3)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    quant_pre_process(str(fp32_path), str(out), skip_symbolic_shape=True)
+    counts: dict[str, int] = {}
+    if passes:
+        proto = onnx.load(str(out))
+        for fn in (fold_bn_into_conv, fold_conv_scale, drop_broadcast_expand, fuse_gelu):
+            counts[fn.__name__] = fn(proto)
+        onnx.save(proto, str(out))
+    return counts
+
+
+def quantize_int8(fp32_path: str | os.PathLike, out: str | os.PathLike,
+                  calibration: torch.Tensor, *, per_channel: bool = True,
+                  passes: bool = True) -> Path:
+    """Quantise a float32 ``.onnx`` to static int8 (QDQ), calibrated on ``calibration``.
+
+    Steps: :func:`prepare_for_quantization` (with the graph passes unless ``passes=False``),
+    then ONNX Runtime's ``quantize_static`` with min/max calibration: int8 weights
+    (per output channel when ``per_channel``), uint8 activations (per tensor), QDQ format.
+    Everything is built in a temporary folder beside ``out`` and moved into place when done, so
+    a failure leaves an existing ``out`` as it was.
+
+    Args:
+        fp32_path: the float32 model (:func:`~swiftlearn.export.to_onnx`).
+        out: destination ``.onnx`` (the weights stay inside the one file).
+        calibration: ``[N, 3, H, W]`` normalised images (:func:`calibration_images`), at the
+            model's input size.
+
+    Raises:
+        ValueError: a wrong file name, an empty or wrongly shaped calibration set.
+        MissingExtraError: onnx or onnxruntime is not installed.
+    """
+    onnx = require("onnx")
+    ort = require("onnxruntime")
+    ort.set_default_logger_severity(3)  # the quantiser's sessions warn about unused constants
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    out = Path(out)
+    if out.suffix != ".onnx":
+        raise ValueError(f"the int8 ONNX file name should end in .onnx, got {out}")
+    check_writable(out, "--out")
+    calibration = torch.as_tensor(calibration, dtype=torch.float32)
+    if calibration.dim() != 4 or calibration.shape[1] != 3 or len(calibration) == 0:
+        raise ValueError(f"calibration must be a non-empty [N, 3, H, W] batch, got "
+                         f"{tuple(calibration.shape)}")
+    fp32 = onnx.load(str(fp32_path))
+    input_name = fp32.graph.input[0].name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with staging_dir(out) as stage:
+        pre = stage / "pre.onnx"
+        prepare_for_quantization(fp32_path, pre, passes=passes)
+        built = stage / out.name
+        previous = logging.root.manager.disable
+        logging.disable(logging.WARNING)  # "Axis 1 is out-of-range" for the per-tensor 1-D weights
+        try:
+            quantize_static(str(pre), str(built), _Reader(calibration, input_name),
+                            quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        finally:
+            logging.disable(previous)
+        onnx.load(str(built))  # loads
+        os.replace(built, out)
+    return out
+
+
+# ---------------------------------------------------------------- checks and accuracy
+
+
+@dataclass
+class Int8Report:
+    """An int8 model against PyTorch fp32 on the same images."""
+
+    n_inputs: int
+    relative_error: float  # ||int8 - fp32|| / ||fp32|| over all logits
+    max_abs_logits: float
+    top1_agreement: float  # fraction of images with the same predicted class
+    tolerance: float = INT8_TOLERANCE
+    details: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.relative_error <= self.tolerance)
+
+    def __str__(self) -> str:
+        return (f"int8 vs PyTorch fp32 on {self.n_inputs} images: relative logit error "
+                f"{self.relative_error:.3f} (tolerance {self.tolerance}), max |diff| "
+                f"{self.max_abs_logits:.2f}, top-1 agreement {self.top1_agreement:.0%} -> "
+                f"{'OK' if self.ok else 'FAILED'}")
+
+
+@torch.no_grad()
+def check_int8(path: str | os.PathLike, model: nn.Module, images: torch.Tensor, *,
+               tolerance: float = INT8_TOLERANCE, strict: bool = True) -> Int8Report:
+    """Does the int8 file compute roughly what ``model`` computes on real ``images``?
+
+    int8 is not exact, so the test is the relative error of the logits, which a working int8
+    model keeps at a few percent and a wrong scale, zero point or calibration pushes far past
+    ``tolerance``. Use real images (e.g. held-out :func:`calibration_images`): random noise
+    is outside the calibrated ranges.
+
+    Raises:
+        RuntimeError: the error exceeds ``tolerance`` (with ``strict``).
+        ValueError: the model is in training mode.
+    """
+    if model.training:
+        raise ValueError("call model.eval() first: the reference is the eval-mode model")
+    images = torch.as_tensor(images, dtype=torch.float32)
+    runner = OnnxRunner(path)
+    got = np.concatenate([runner(images[i:i + 1]) for i in range(len(images))])  # any batch axis
+    ref = model(images).numpy()
+    report = Int8Report(
+        n_inputs=len(images),
+        relative_error=float(np.linalg.norm(got - ref) / max(np.linalg.norm(ref), 1e-12)),
+        max_abs_logits=float(np.abs(got - ref).max()),
+        top1_agreement=float((got.argmax(1) == ref.argmax(1)).mean()), tolerance=tolerance)
+    if strict and not report.ok:
+        raise RuntimeError(f"the int8 model at {path} does not match PyTorch: {report}. Check "
+                           "the calibration images (real training images, the model's input "
+                           "size and normalisation)")
+    return report
+
+
+@dataclass
+class AccuracyResult:
+    """Top-1 of an ONNX model and of PyTorch fp32 on the same labelled images (percent)."""
+
+    n: int
+    onnx_top1: float
+    torch_top1: float
+    agreement: float  # % of images where the two predictions are the same class
+    onnx_pred: np.ndarray = field(repr=False)
+    torch_pred: np.ndarray = field(repr=False)
+
+    def __str__(self) -> str:
+        return (f"{self.n} images: ONNX top-1 {self.onnx_top1:.2f} %, PyTorch fp32 "
+                f"{self.torch_top1:.2f} % ({self.onnx_top1 - self.torch_top1:+.2f} points), "
+                f"same prediction on {self.agreement:.2f} %")
+
+
+@torch.no_grad()
+def onnx_accuracy(path: str | os.PathLike, model: nn.Module, images: torch.Tensor, labels, *,
+                  batch_size: int = 1, torch_pred: np.ndarray | None = None,
+                  threads: int = 1) -> AccuracyResult:
+    """Top-1 of the ``.onnx`` file and of ``model`` (fp32) on normalised ``images``.
+
+    ``batch_size`` must be 1 for a graph exported with a fixed batch (the CLI exports a
+    dynamic one). ``torch_pred``: PyTorch's predictions, if already computed.
+
+    Raises:
+        ValueError: images and labels of different lengths, or none.
+    """
+    labels = np.asarray(labels)
+    if len(images) != len(labels) or len(labels) == 0:
+        raise ValueError(f"need as many labels as images (and at least one), got {len(images)} "
+                         f"images and {len(labels)} labels")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if model.training:
+        raise ValueError("call model.eval() first: the reference is the eval-mode model")
+    runner = OnnxRunner(path, threads)
+    spans = [(i, min(i + batch_size, len(images))) for i in range(0, len(images), batch_size)]
+    pred = np.concatenate([runner(images[a:b]).argmax(1) for a, b in spans])
+    if torch_pred is None:
+        torch_pred = torch.cat([model(images[a:b]).argmax(1)
+                                for a, b in [(i, min(i + 64, len(images)))
+                                             for i in range(0, len(images), 64)]]).numpy()
+    torch_pred = np.asarray(torch_pred)
+    return AccuracyResult(n=len(labels), onnx_top1=float(100 * (pred == labels).mean()),
+                          torch_top1=float(100 * (torch_pred == labels).mean()),
+                          agreement=float(100 * (pred == torch_pred).mean()),
+                          onnx_pred=pred, torch_pred=torch_pred)
