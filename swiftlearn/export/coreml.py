@@ -351,7 +351,8 @@ def _quiet_progress(verbose: bool):
     buffer = io.StringIO()
     with contextlib.redirect_stderr(buffer):
         yield
-    bars = re.compile(r"(Converting PyTorch Frontend|Running MIL .* pipeline)")
+    bars = re.compile(r"(Converting PyTorch Frontend|Running MIL .* pipeline|"
+                      r"Running compression pass)")
     for line in re.split(r"[\r\n]+", buffer.getvalue()):
         if line.strip() and not bars.search(line):
             print(line, file=sys.stderr)

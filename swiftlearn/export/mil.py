@@ -11,6 +11,13 @@ model computes?
   storage precision the device uses between ops. Accumulation inside an op (the sums of a conv,
   say) stays float32 here; the Neural Engine and GPU may accumulate in float16, so treat the fp16
   result as an estimate of the device's error, not a bit-exact replica.
+* Compressed weights (``coremltools.optimize.coreml``: linear int8 weights, k-bit palettes) are
+  ``constexpr_*`` ops whose inputs are all constants; :data:`CONSTEXPR` decompresses each once,
+  in numpy from the op's own attributes, when the interpreter is built (what Core ML does at load
+  time), and keeps the compressed form in :attr:`MilInterpreter.compressed`.
+* A program declared for one image (``[1, 3, H, W]``) can be run on a batch ``[B, 3, H, W]``:
+  axis 0 is then the batch, and the reshapes' leading ``1`` becomes ``B``. Ops that would mix
+  images (a transpose, reduction, softmax or concatenation over axis 0) are refused.
 * Only the ops below are implemented (what SwiftFormer's programs use, with and without flexible
   input shapes, plus a few common neighbours). Anything else raises ``NotImplementedError`` naming
   the op, when the interpreter is built, not halfway through a run.
@@ -37,7 +44,8 @@ import torch.nn.functional as F
 
 from ..utils import require
 
-__all__ = ["OPS", "MilInterpreter", "dtype_name", "load_program", "op_histogram", "register_op"]
+__all__ = ["CONSTEXPR", "OPS", "MilInterpreter", "dtype_name", "load_program", "op_histogram",
+           "register_constexpr", "register_op", "unpack_bits"]
 
 #: MIL op type -> handler ``f(**inputs) -> value or tuple of values``.
 OPS: dict[str, Callable[..., Any]] = {}
@@ -49,6 +57,21 @@ def register_op(*names: str):
     def deco(fn):
         for name in names:
             OPS[name] = fn
+        return fn
+
+    return deco
+
+
+#: constexpr op type -> ``f(**numpy inputs) -> numpy array``: decompresses a constant weight.
+CONSTEXPR: dict[str, Callable[..., np.ndarray]] = {}
+
+
+def register_constexpr(*names: str):
+    """Decorator registering a decompressor for one or more ``constexpr_*`` op types."""
+
+    def deco(fn):
+        for name in names:
+            CONSTEXPR[name] = fn
         return fn
 
     return deco
@@ -325,9 +348,96 @@ def _slice_by_size(x, begin, size, **_):
 
 @register_op("classify")
 def _classify(probabilities, classes, **_):
+    if probabilities.dim() == 2 and probabilities.shape[0] > 1:  # a batched run: one per image
+        rows = probabilities.tolist()
+        return ([classes[int(np.argmax(r))] for r in rows], [dict(zip(classes, r)) for r in rows])
     probs = probabilities.reshape(-1).tolist()
     best = int(np.argmax(probs))
     return classes[best], dict(zip(classes, probs))
+
+
+def _batched_args(op, args: dict, batch: int) -> dict:
+    """``args`` of ``op`` for a batch of ``batch`` images through a program declared for one.
+
+    Reshapes get ``batch`` as their leading size; an op that would mix the images of the batch
+    (anything acting across axis 0) raises, so a batched run is either right or refused.
+    """
+    kind = op.op_type
+
+    def refuse(why):
+        raise NotImplementedError(f"a batched run cannot execute {kind} {op.name!r}: {why}; "
+                                  "run one image at a time (batch of 1)")
+
+    if kind == "reshape":
+        shape = _ints(args["shape"])
+        if shape[0] != 1 or args["x"].shape[0] != batch:
+            refuse(f"its target shape {shape} does not keep axis 0 as the batch")
+        return {**args, "shape": [batch, *shape[1:]]}
+    if kind == "transpose" and _ints(args["perm"])[0] != 0:
+        refuse("it moves axis 0")
+    if kind.startswith("reduce_"):
+        axes = args.get("axes")
+        if axes is None or 0 in [a % args["x"].dim() for a in _ints(axes)]:
+            refuse("it reduces over axis 0")
+    if kind == "softmax" and int(args.get("axis", -1)) % args["x"].dim() == 0:
+        refuse("it normalises over axis 0")
+    if kind == "concat" and int(args["axis"]) % max(v.dim() for v in args["values"]) == 0:
+        refuse("it concatenates along axis 0")
+    if kind in ("shape", "slice_by_size", "gather", "expand_dims", "squeeze") or (
+            kind == "tile" and _ints(args["reps"])[0] != 1):
+        refuse("it is not known to be batch-independent")
+    return args
+
+
+# --- compressed constants (constexpr ops) --------------------------------------------------------
+
+def unpack_bits(packed: np.ndarray, nbits: int, count: int) -> np.ndarray:
+    """``count`` unsigned ``nbits``-bit integers from bytes packed least significant bit first.
+
+    Core ML's palettised weights (iOS16 ``constexpr_lut_to_dense``) store index ``i`` in bits
+    ``i * nbits .. (i + 1) * nbits - 1`` of the byte stream, counting from bit 0 (the LSB) of byte
+    0; an index may straddle two bytes. Vectorised: the bytes become a little-endian bit stream,
+    every ``nbits`` consecutive bits one index.
+    """
+    packed = np.asarray(packed, dtype=np.uint8).reshape(-1)
+    if packed.size * 8 < nbits * count:
+        raise ValueError(f"{packed.size} bytes hold fewer than {count} {nbits}-bit indices")
+    bits = np.unpackbits(packed, bitorder="little")[: nbits * count].reshape(count, nbits)
+    return bits.astype(np.int64) @ (1 << np.arange(nbits, dtype=np.int64))
+
+
+def _axis_shape(rank: int, axis: int, n: int) -> list[int]:
+    shape = [1] * rank
+    shape[axis] = n
+    return shape
+
+
+@register_constexpr("constexpr_affine_dequantize")
+def _affine_dequantize(quantized_data, zero_point, scale, axis, **_):
+    """``scale * (quantized_data - zero_point)``; a vector scale/zero point runs along ``axis``."""
+    q = np.asarray(quantized_data)
+    axis = int(axis) % q.ndim
+    scale, zero = np.asarray(scale, np.float32), np.asarray(zero_point, np.float32)
+    if scale.ndim == 1 and scale.size > 1:
+        scale = scale.reshape(_axis_shape(q.ndim, axis, scale.size))
+    if zero.ndim == 1 and zero.size > 1:
+        zero = zero.reshape(_axis_shape(q.ndim, axis, zero.size))
+    return (q.astype(np.float32) - zero) * scale
+
+
+@register_constexpr("constexpr_lut_to_dense")
+def _lut_to_dense(indices, lut, shape, **_):
+    """iOS16 palette: ``lut[index]`` for every element, indices ``log2(len(lut))`` bits each."""
+    lut = np.asarray(lut)
+    if lut.ndim != 1:
+        raise NotImplementedError(f"a {lut.ndim}-D lut (iOS18 per-block palettes); only the "
+                                  "iOS16 form (one palette per tensor) is implemented")
+    nbits = int(round(math.log2(lut.size)))
+    if 1 << nbits != lut.size:
+        raise ValueError(f"a palette has 2**n_bits entries, got {lut.size}")
+    shape = [int(d) for d in np.asarray(shape).reshape(-1)]
+    count = int(np.prod(shape))
+    return lut.astype(np.float32)[unpack_bits(indices, nbits, count)].reshape(shape)
 
 
 # --- interpreter --------------------------------------------------------------------------------
@@ -342,6 +452,9 @@ class MilInterpreter:
     Attributes:
         constants: ``{name: value}`` of every ``const`` op (weights as float32 tensors). Edit an
             entry to perturb the program, e.g. as a negative control for a numerical check.
+        compressed: ``{name: {"op": constexpr op type, input: numpy array}}`` for every
+            compressed weight (``constexpr_*`` op). Edit an entry and call :meth:`decompress`
+            to perturb the compressed form (a negative control for the decompression).
         input_names, output_names: the function's inputs and outputs.
 
     Raises:
@@ -357,11 +470,24 @@ class MilInterpreter:
         self.input_names = list(fn.inputs)
         self.output_names = [v.name for v in fn.outputs]
         self.constants: dict[str, Any] = {}
+        self.compressed: dict[str, dict[str, Any]] = {}
+        self._compressed_dtype: dict[str, str] = {}
         self._ops = []
         missing: Counter = Counter()
         for op in fn.operations:
             if op.op_type == "const":
                 self.constants[op.outputs[0].name] = _to_value(op.outputs[0].val)
+            elif op.op_type.startswith("constexpr_"):
+                if op.op_type not in CONSTEXPR:
+                    missing[op.op_type] += 1
+                    continue
+                raw = {key: np.array(var.val) for key, var in op.inputs.items()}
+                if any(v.dtype == object for v in raw.values()):
+                    missing[f"{op.op_type} (non-constant input)"] += 1
+                    continue
+                out = op.outputs[0]
+                self.compressed[out.name] = {"op": op.op_type, **raw}
+                self._compressed_dtype[out.name] = dtype_name(out)
             elif getattr(op, "blocks", None):
                 missing[f"{op.op_type} (control flow)"] += 1
             elif op.op_type not in OPS:
@@ -374,6 +500,7 @@ class MilInterpreter:
                 f"swiftlearn.export.mil cannot run MIL op(s): {listed}. Add a handler with "
                 "`@swiftlearn.export.mil.register_op(name)` (see the MIL op reference in "
                 "coremltools' docs), or convert the model without them.")
+        self.decompress()
         # after which op each intermediate value can be dropped (keeps 224x224 runs small)
         self._last_use: dict[str, int] = {}
         for i, op in enumerate(self._ops):
@@ -384,6 +511,17 @@ class MilInterpreter:
     def _input_vars(op) -> Iterable:
         for value in op.inputs.values():
             yield from (value if isinstance(value, (list, tuple)) else [value])
+
+    def decompress(self) -> None:
+        """(Re)build the dense weight of every entry of :attr:`compressed` into
+        :attr:`constants`, rounded to the op's declared output type (fp16 for an fp16 program).
+        """
+        for name, entry in self.compressed.items():
+            inputs = {k: v for k, v in entry.items() if k != "op"}
+            dense = np.asarray(CONSTEXPR[entry["op"]](**inputs))
+            if self._compressed_dtype[name] == "fp16":
+                dense = dense.astype(np.float16)
+            self.constants[name] = _to_value(dense)
 
     def op_types(self) -> Counter:
         """Op types this interpreter executes (no consts), with their counts."""
@@ -402,7 +540,9 @@ class MilInterpreter:
 
         Args:
             inputs: ``{input name: array}``; an image input takes float RGB pixels 0..255
-                ``[1, 3, H, W]`` (what Core ML feeds the program after reading the picture).
+                ``[1, 3, H, W]`` (what Core ML feeds the program after reading the picture), or
+                ``[B, 3, H, W]`` for a batch through a program declared for one image (the
+                outputs then have ``B`` rows; ``classify`` gives a list per image).
             fetch: names of intermediate values to return as well (e.g. :meth:`logits_name`).
             round_fp16: round every fp16-declared output to float16 (``False`` shows how much of
                 an fp16 program's error is storage rounding).
@@ -416,9 +556,13 @@ class MilInterpreter:
         fetch = list(fetch)
         keep = set(self.output_names) | set(fetch)
         env: dict[str, Any] = {}
+        batch = 1
         for name, var in self.function.inputs.items():
             value = torch.as_tensor(np.asarray(inputs[name]))
-            shape = var.shape
+            shape = list(var.shape)
+            if len(shape) == 4 and shape[0] == 1 and value.dim() == 4 and value.shape[0] > 1:
+                batch = int(value.shape[0])
+                shape[0] = batch
             if value.dim() != len(shape) or any(isinstance(s, int) and s != t
                                                 for s, t in zip(shape, value.shape)):
                 raise ValueError(f"input {name!r} has shape {tuple(value.shape)}, the program "
@@ -431,6 +575,8 @@ class MilInterpreter:
                     args[key] = [self._lookup(v, env) for v in value]
                 else:
                     args[key] = self._lookup(value, env)
+            if batch > 1:
+                args = _batched_args(op, args, batch)
             try:
                 result = OPS[op.op_type](**args)
             except NotImplementedError as e:
