@@ -8,7 +8,12 @@ One concept per module:
                    probabilities out), :func:`inspect_coreml`, :func:`imagetype_approximation`
 ``onnx``           :func:`to_onnx`, the :func:`reorder_gelu` graph pass, ONNX Runtime
                    (:func:`session_options`, :func:`onnxruntime_session`, :class:`OnnxRunner`)
-``mil``            a small interpreter that runs a saved ML Program op by op on any OS
+``mil``            a small interpreter that runs a saved ML Program op by op on any OS (compressed
+                   weights too: the ``constexpr_*`` ops; a batch through a one-image program)
+``compress``       :func:`compress.compress_coreml`: post-training weight compression of a package
+                   (``int8``, ``palette6``, ``palette4``) with ``coremltools.optimize.coreml``
+``accuracy``       :func:`accuracy.package_accuracy`: top-1 of a package (interpreter) and of
+                   PyTorch fp32 on the same pictures, and their agreement
 ``verify``         :func:`verify_coreml`, :func:`verify_onnx`: the saved artefact vs PyTorch
 ``quantize``       static int8 ONNX for the CPU (:func:`~swiftlearn.export.quantize.quantize_int8`,
                    calibration, exact graph passes, accuracy helpers); import it by name
@@ -28,7 +33,7 @@ from __future__ import annotations
 
 from ..checkpoints import trained_image_size
 from ..utils import MissingExtraError, normalize_pixels
-from . import mil
+from . import accuracy, compress, mil
 from .checks import default_labels
 from .cli import add_cli
 from .coreml import (
@@ -64,8 +69,10 @@ __all__ = [
     "OnnxRunner",
     "PackageInfo",
     "ParityReport",
+    "accuracy",
     "add_cli",
     "checkpoint_image_size",
+    "compress",
     "default_labels",
     "imagetype_approximation",
     "import_coremltools",
