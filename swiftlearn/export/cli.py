@@ -64,6 +64,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix != suffix:
         raise ValueError(f"--out for --format {fmt} must end in {suffix}, got {out}")
+    compress = _check_compress_args(args, fmt)  # --compress (Core ML only)
     _check_quantize_args(args, fmt)  # --quantize int8 (ONNX only)
     # refuse an --out that cannot be written or replaced before loading anything
     if fmt == "coreml":
@@ -72,7 +73,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
         check_writable(out, "--out")
     loaded = _load_for_export(args)
     model, size, mean, std = loaded["model"], loaded["size"], loaded["mean"], loaded["std"]
-    if fmt == "coreml":
+    if fmt == "coreml" and compress != "none":
+        report = _export_compressed(args, loaded, out, compress)
+    elif fmt == "coreml":
         to_coreml(model, out, size, loaded["labels"], args.precision,
                   enumerated_sizes=args.enumerated_sizes or None, mean=mean, std=std)
         report = verify_coreml(out, model, n=2, mean=mean, std=std) if args.verify else None
@@ -112,6 +115,7 @@ def add_cli(subparsers) -> None:
     p.add_argument("--no-verify", dest="verify", action="store_false",
                    help="skip the numerical check against PyTorch")
     _add_quantize_args(p)
+    _add_compress_args(p)
     p.set_defaults(func=_cmd_export)
 
 
@@ -172,3 +176,57 @@ def _export_int8(args: argparse.Namespace, loaded: dict, out: Path):
     print(f"{out}: {out.stat().st_size / 1e6:.2f} MB, int8, input [batch, 3, {size}, {size}], "
           f"calibrated on {len(calibration)} images from {args.calibration_data}")
     return report
+
+
+# ---------------------------------------------------------------- --compress (Core ML weights)
+# post-training weight compression with coremltools.optimize.coreml: swiftlearn.export.compress
+
+
+def _add_compress_args(p) -> None:
+    p.add_argument("--compress", default="none",
+                   help="Core ML only: post-training weight compression, one of none (default), "
+                        "int8 (linear, per channel), palette6, palette4 (k-means palettes)")
+
+
+def _check_compress_args(args: argparse.Namespace, fmt: str) -> str:
+    """The --compress mode, refused (one line) before anything is loaded or written."""
+    from .compress import check_compression, import_optimize
+
+    mode = check_compression(getattr(args, "compress", None) or "none")
+    if mode != "none":
+        if fmt != "coreml":
+            raise ValueError(f"--compress {mode} compresses a Core ML package; use --format "
+                             f"coreml (for an int8 ONNX model: --quantize int8)")
+        if args.precision != "float16":
+            raise ValueError(f"--compress {mode} compresses the float16 package; drop "
+                             "--precision float32")
+        import_optimize()
+    return mode
+
+
+def _export_compressed(args: argparse.Namespace, loaded: dict, out: Path, mode: str):
+    """float16 package in a temporary folder beside ``out`` (verified as usual), compressed into
+    ``out``; then the interpreter's decompression is checked against coremltools' and the
+    compressed package is compared with PyTorch (reported, not enforced: the difference is the
+    compression's)."""
+    from ..utils import staging_dir
+    from .compress import check_decompression, compress_coreml
+
+    model, mean, std = loaded["model"], loaded["mean"], loaded["std"]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with staging_dir(out) as stage:
+        fp16 = stage / "float16.mlpackage"
+        to_coreml(model, fp16, loaded["size"], loaded["labels"], "float16",
+                  enumerated_sizes=args.enumerated_sizes or None, mean=mean, std=std)
+        if args.verify:
+            print(verify_coreml(fp16, model, n=2, mean=mean, std=std))
+        compress_coreml(fp16, out, mode)
+    print(inspect_coreml(out))
+    if not args.verify:
+        return None
+    print(f"{mode}: {check_decompression(out)} compressed weights decompress as coremltools "
+          "decompresses them")
+    report = verify_coreml(out, model, n=4, mean=mean, std=std, strict=False)
+    return (f"{report.backend}, {mode} weights vs PyTorch fp32 (the compression's effect, not "
+            f"checked): max |diff| logits {report.max_abs_logits:.2e}, top-1 agreement "
+            f"{report.top1_agreement:.0%} on {report.n_inputs} inputs")
