@@ -64,8 +64,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix != suffix:
         raise ValueError(f"--out for --format {fmt} must end in {suffix}, got {out}")
-    compress = _check_compress_args(args, fmt)  # --compress (Core ML only)
     _check_quantize_args(args, fmt)  # --quantize int8 (ONNX only)
+    compress = _check_compress_args(args, fmt)  # --compress (Core ML only)
     # refuse an --out that cannot be written or replaced before loading anything
     if fmt == "coreml":
         check_replaceable_package(out)
