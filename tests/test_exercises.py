@@ -14,8 +14,14 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import torch
 
-from swiftlearn.exercises import EXERCISES, ExerciseError, attempt
+from swiftlearn.exercises import (
+    EXERCISES,
+    ExerciseError,
+    attempt,
+    check_04_encoder_forward,
+)
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 FILES = {"01": "01_self_attention", "02": "02_separable_attention",
@@ -527,3 +533,11 @@ def test_wrong_answer_fails_naming_the_mistake(key, number, code, fragment):
 def test_two_wrong_answers_per_exercise():
     for e in EXERCISES:
         assert sum((k, n) == (e.notebook, e.number) for k, n, _, _ in WRONG) >= 2, e
+
+
+def test_a_check_leaves_the_notebooks_random_state_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    check_04_encoder_forward(lambda x, block: None)  # seeds torch inside for its probes
+    assert torch.equal(torch.rand(3), expected)

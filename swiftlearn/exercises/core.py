@@ -12,13 +12,14 @@ matches it, says so by name.
 
 from __future__ import annotations
 
+import functools
 import types
 from collections.abc import Callable, Iterable, Mapping
 
 import torch
 
 __all__ = ["NOT_ATTEMPTED", "ExerciseError", "attempt", "calls_any", "expect_close",
-           "expect_number", "not_attempted"]
+           "expect_number", "keeps_rng", "not_attempted"]
 
 
 class ExerciseError(AssertionError):
@@ -36,6 +37,18 @@ class _NotAttempted:
 
 #: returned by :func:`attempt` when the learner has not written the answer yet
 NOT_ATTEMPTED = _NotAttempted()
+
+
+def keeps_rng(check: Callable) -> Callable:
+    """Run ``check`` with its own random state: a check seeds torch for its probes, and the
+    learner's notebook must draw the same numbers after it as before."""
+
+    @functools.wraps(check)
+    def wrapper(*args, **kwargs):
+        with torch.random.fork_rng(devices=[]):
+            return check(*args, **kwargs)
+
+    return wrapper
 
 
 def not_attempted(label: str) -> None:

@@ -15,6 +15,7 @@ from .core import (
     calls_any,
     expect_close,
     expect_number,
+    keeps_rng,
     not_attempted,
 )
 
@@ -27,6 +28,7 @@ def _scores(q, k, scale=True):
     return s / math.sqrt(q.shape[-1]) if scale else s
 
 
+@keeps_rng
 def check_01_causal_attention(causal_attention) -> None:
     """Exercise 1: ``causal_attention(q, k, v) -> (out, attn)``, nothing above the diagonal."""
     label = "Exercise 1"
@@ -66,6 +68,7 @@ def check_01_causal_attention(causal_attention) -> None:
     return None
 
 
+@keeps_rng
 def check_01_attention_matrix_bytes(attention_matrix_bytes) -> None:
     """Exercise 2: bytes of one MHSA layer's float32 attention matrices for one square photo."""
     label = "Exercise 2"
@@ -91,6 +94,7 @@ def check_01_attention_matrix_bytes(attention_matrix_bytes) -> None:
     return None
 
 
+@keeps_rng
 def check_01_row_entropy(row_entropy, attn=None, tokens=None) -> None:
     """Exercise 3: ``row_entropy(attn) -> [..., N]``; with the notebook's ``attn`` and
     ``tokens`` it also prints the entropies with and without ``1/sqrt(d)``."""
@@ -138,6 +142,7 @@ def _mhsa_reference(x, module, *, scale=True, split="three h d", merge="b n (h d
     return module.proj(out) if proj else out
 
 
+@keeps_rng
 def check_01_mhsa_forward(mhsa_forward) -> None:
     """Exercise 4: ``mhsa_forward(x, module)``, the library's ``MultiHeadSelfAttention`` written
     out from its ``qkv`` and ``proj`` layers, checked on random weights and inputs."""

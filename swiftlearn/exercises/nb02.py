@@ -14,6 +14,7 @@ from .core import (
     calls_any,
     expect_close,
     expect_number,
+    keeps_rng,
     not_attempted,
 )
 
@@ -46,6 +47,7 @@ class _CallLog:
             h.remove()
 
 
+@keeps_rng
 def check_02_scores_without_bias(scores_without_bias, D: int = 16) -> None:
     """Exercise 1: the context scores from ``W_I`` alone equal the module's (softmax ignores a
     shift)."""
@@ -79,6 +81,7 @@ _FORMULAS = ("separable_flops", "attention_flops", "attention_flops_breakdown", 
              "measure_flops", "get_total_flops", "FlopCounterMode")
 
 
+@keeps_rng
 def check_02_separable_flops(separable_matmul_flops) -> None:
     """Exercise 2: ``separable_matmul_flops(N, D)`` counted from the shapes, against
     ``FlopCounterMode`` on the library module."""
@@ -118,6 +121,7 @@ def _context(x, m):
     return (s.softmax(dim=1) * k).sum(dim=1, keepdim=True)
 
 
+@keeps_rng
 def check_02_context_by_sdpa(context_by_sdpa, D: int = 16) -> None:
     """Exercise 3: the context vector with one ``F.scaled_dot_product_attention`` call."""
     label = "Exercise 3"
@@ -166,6 +170,7 @@ def _separable_reference(x, m, *, softmax_dim=1, relu=True, out_proj=True, pool=
     return m.out_proj(out) if out_proj else out
 
 
+@keeps_rng
 def check_02_separable_forward(separable_forward, D: int = 16) -> None:
     """Exercise 4: ``separable_forward(x, module)``, the library's ``SeparableSelfAttention``
     written out from its ``qkv_proj`` and ``out_proj``, on random weights and inputs."""

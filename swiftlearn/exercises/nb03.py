@@ -16,6 +16,7 @@ from .core import (
     calls_any,
     expect_close,
     expect_number,
+    keeps_rng,
     not_attempted,
 )
 
@@ -33,6 +34,7 @@ def _module(D: int, seed: int, formulation: str = "normalize", key_dim=None):
     return m
 
 
+@keeps_rng
 def check_03_alpha_softmax(alpha_softmax, D: int = 16) -> None:
     """Exercise 1: the ``softmax`` formulation's token weights ``[B, N, 1]``."""
     label = "Exercise 1"
@@ -55,6 +57,7 @@ def check_03_alpha_softmax(alpha_softmax, D: int = 16) -> None:
     return None
 
 
+@keeps_rng
 def check_03_unit_w_g(unit_w_g, D: int = 16) -> None:
     """Exercise 2: a copy of a ``normalize`` layer with ``w_g`` of unit length, same output."""
     label = "Exercise 2"
@@ -90,6 +93,7 @@ _FORMULAS = ("attention_flops", "attention_flops_breakdown", "count_flops", "mea
              "get_total_flops", "FlopCounterMode")
 
 
+@keeps_rng
 def check_03_additive_flops(additive_matmul_flops) -> None:
     """Exercise 3: ``additive_matmul_flops(N, D, d)`` from the shapes, against
     ``FlopCounterMode``."""
@@ -143,6 +147,7 @@ def _additive_reference(x, m, *, unit=True, alpha="tokens", residual=True, final
     return m.final(out) if final else out
 
 
+@keeps_rng
 def check_03_additive_forward(additive_forward, D: int = 16) -> None:
     """Exercise 4: ``additive_forward(x, module)``, the library's ``EfficientAdditiveAttention``
     written out (both ``normalize`` and ``softmax``), on random weights and inputs with the

@@ -18,6 +18,7 @@ from .core import (
     calls_any,
     expect_close,
     expect_number,
+    keeps_rng,
     not_attempted,
 )
 
@@ -43,6 +44,7 @@ def scrambled(module: nn.Module, seed: int = 0) -> nn.Module:
     return module
 
 
+@keeps_rng
 def check_04_conv_encoder_params(conv_encoder_params) -> None:
     """Exercise 1: the parameter count of a ``ConvEncoder`` as a formula."""
     label = "Exercise 1"
@@ -65,6 +67,7 @@ def check_04_conv_encoder_params(conv_encoder_params) -> None:
     return None
 
 
+@keeps_rng
 def check_04_stage_grid(stage_grid) -> None:
     """Exercise 2: the side of each stage's feature map, against the model on odd sizes."""
     label = "Exercise 2"
@@ -105,6 +108,7 @@ def _fold_wrong(conv, bn, *, eps=True, sqrt=True, mean=True, scale_bias=True, co
     return conv.weight * s[:, None, None, None], (b * s if scale_bias else b) + t
 
 
+@keeps_rng
 def check_04_fold(fold) -> None:
     """Exercise 3: ``fold(conv, bn)``, one ``nn.Conv2d`` computing eval-mode ``bn(conv(x))``.
 
@@ -178,6 +182,7 @@ def _encoder_reference(x, blk, *, local=True, scales=True, attn_residual=True, s
     return z + s2 * blk.linear(z if sequential else y)
 
 
+@keeps_rng
 def check_04_encoder_forward(encoder_forward, dim: int = 16) -> None:
     """Exercise 4: ``encoder_forward(x, block)``, the ``SwiftFormerEncoder`` written out from
     its parts, on a block with random weights and layer scales around 1."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .. import complexity as cx
-from .core import NOT_ATTEMPTED, ExerciseError, attempt, expect_number, not_attempted
+from .core import NOT_ATTEMPTED, ExerciseError, attempt, expect_number, keeps_rng, not_attempted
 
 __all__ = ["check_05_block_crossover", "check_05_heads", "check_05_resolution_growth"]
 
@@ -11,6 +11,7 @@ __all__ = ["check_05_block_crossover", "check_05_heads", "check_05_resolution_gr
 REL = 1e-3
 
 
+@keeps_rng
 def check_05_resolution_growth(predicted_mhsa_growth, predicted_additive_growth,
                                D: int = 64, stride: int = 16) -> None:
     """Exercise 1: the FLOP growth from 224 to 448 px, MHSA and additive, to 0.1 %."""
@@ -38,6 +39,7 @@ def check_05_resolution_growth(predicted_mhsa_growth, predicted_additive_growth,
     return None
 
 
+@keeps_rng
 def check_05_heads(predicted_flops_ratio, predicted_memory_ratio, N: int = 4096,
                    D: int = 128) -> None:
     """Exercise 2: what 8 heads instead of 1 do to MHSA's FLOPs and explicit-path memory."""
@@ -58,6 +60,7 @@ def check_05_heads(predicted_flops_ratio, predicted_memory_ratio, N: int = 4096,
     return None
 
 
+@keeps_rng
 def check_05_block_crossover(block_crossover_tokens) -> None:
     """Exercise 3: the smallest N at which MHSA costs more than the rest of its block."""
     label = "Exercise 3"

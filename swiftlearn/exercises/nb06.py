@@ -7,11 +7,20 @@ import math
 import numpy as np
 import torch
 
-from .core import NOT_ATTEMPTED, ExerciseError, attempt, expect_close, expect_number, not_attempted
+from .core import (
+    NOT_ATTEMPTED,
+    ExerciseError,
+    attempt,
+    expect_close,
+    expect_number,
+    keeps_rng,
+    not_attempted,
+)
 
 __all__ = ["check_06_lr_at", "check_06_min_smoothed_loss", "check_06_top1"]
 
 
+@keeps_rng
 def check_06_top1(top1_from_confusion, report: dict | None = None) -> None:
     """Exercise 1: top-1 in percent from a ``[K, K]`` confusion matrix (rows: true class)."""
     label = "Exercise 1"
@@ -40,6 +49,7 @@ def check_06_top1(top1_from_confusion, report: dict | None = None) -> None:
     return None
 
 
+@keeps_rng
 def check_06_min_smoothed_loss(min_smoothed_loss) -> None:
     """Exercise 2: the floor of the label-smoothed cross-entropy, against PyTorch's loss of the
     best possible prediction."""
@@ -82,6 +92,7 @@ def _lr(step, peak, warmup, total, min_lr, *, start=1, decay="cosine", over="res
     return low + (peak - low) * shape
 
 
+@keeps_rng
 def check_06_lr_at(lr_at) -> None:
     """Exercise 3: warm-up then cosine. The probe steps cover the warm-up (is it linear, does
     it start at peak / warmup?), the decay at a quarter, half and three quarters (a straight
