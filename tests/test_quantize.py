@@ -217,3 +217,21 @@ def test_accuracy_helper_on_a_tiny_set(int8_cli, fp32_path, trained, calib_dir):
     assert "20 images" in str(int8)
     with pytest.raises(ValueError, match="as many labels as images"):
         q.onnx_accuracy(fp32_path, trained, images, labels[:3])
+
+
+# ------------------------------------------------------------------------- bench row
+
+
+@pytest.mark.slow
+def test_bench_has_an_int8_row_and_the_best_path_goal(calib_dir):
+    pytest.importorskip("timm")
+    from swiftlearn import bench
+
+    r = bench.run_latency(["swiftformer_xs"], threads=(1,), rounds=1, repeats=1, warmup=0,
+                          size=64, onnx=True, int8=True, calibration_root=calib_dir)
+    backends = [row["backend"] for row in r["rows"] if row["impl"] == "swiftlearn"]
+    assert backends == ["eager", "fused", "onnxruntime", "onnxruntime int8"]
+    assert any("calibrated on 20 images" in n for n in r["notes"])
+    goal = r["goals"]["best_cpu_path_xs_vs_timm_xs_1thread"]
+    speeds = [row["speed_vs_reference"]["1"] for row in r["rows"] if row["impl"] == "swiftlearn"]
+    assert goal["value"] == max(speeds) and goal["goal"] == ">= 2.5"

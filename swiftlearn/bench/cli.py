@@ -42,7 +42,8 @@ def _cmd(args: argparse.Namespace) -> int:
         rounds = args.rounds or (2 if args.quick else 5)
         result = run_latency(models, threads, rounds=rounds, repeats=repeats,
                              warmup=2 if args.quick else 5, size=args.size,
-                             compile=args.compile, onnx=not args.no_onnx, progress=True)
+                             compile=args.compile, onnx=not args.no_onnx, int8=args.int8,
+                             calibration_root=args.data if args.int8 else None, progress=True)
     md, js = write(result, args.out)
     print(to_markdown(result))
     print(f"wrote {md} and {js}")
@@ -66,10 +67,13 @@ def add_cli(subparsers) -> None:
     p.add_argument("--size", type=int, default=224, help="input side in pixels (default 224)")
     p.add_argument("--compile", action="store_true", help="add torch.compile of the fused models")
     p.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime rows")
+    p.add_argument("--int8", action="store_true", help="add static int8 ONNX Runtime rows "
+                   "(swiftlearn export --quantize int8; calibrated on --data images if given)")
     p.add_argument("--quick", action="store_true",
                    help="XS only, 1 thread, few repeats: checks the machinery in ~1 minute")
     p.add_argument("--data", help="train suite: an Imagenette root, to time both loops on the "
-                   "real images (default: synthetic images)")
+                   "real images (default: synthetic images); latency suite with --int8: the "
+                   "calibration images")
     p.add_argument("--cache-dir", help="train suite: decoded cache folder (with --data)")
     p.add_argument("--out", default="assets/bench", help="output folder (default assets/bench)")
     p.set_defaults(func=_cmd)

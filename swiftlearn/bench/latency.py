@@ -23,7 +23,7 @@ __all__ = ["BACKENDS", "DEFAULT_MODELS", "PEERS", "REFERENCE", "Entry", "run_lat
 REFERENCE = "timm/swiftformer_xs/eager"
 PEERS = ("mobilevitv2_050", "mobilevitv2_075", "mobilevitv2_100", "efficientformer_l1")
 DEFAULT_MODELS = tuple(VARIANTS) + PEERS
-BACKENDS = ("eager", "fused", "fused+compile", "onnxruntime")
+BACKENDS = ("eager", "fused", "fused+compile", "onnxruntime", "onnxruntime int8")
 PAPER_IPHONE14_MS = {"swiftformer_xs": 0.7, "swiftformer_s": 0.8, "swiftformer_l1": 1.1,
                      "swiftformer_l3": 1.9}
 
@@ -82,8 +82,44 @@ def _onnx_runner(model: nn.Module, name: str, size: int, workdir: Path, notes: l
     return make
 
 
+def _int8_runner(fp32: Path, name: str, size: int, workdir: Path, notes: list[str],
+                 calibration_root=None):
+    """``threads -> callable`` on ONNX Runtime for the static int8 model of ``fp32``."""
+    from ..export import onnxruntime_session
+    from ..export.quantize import calibration_images, quantize_int8
+    from ..export.verify import sample_pixels
+    from ..utils import normalize_pixels
+
+    if calibration_root is not None:
+        calib = calibration_images(calibration_root, 64, size)
+        notes.append(f"onnxruntime int8 = swiftlearn.export.quantize.quantize_int8 of the "
+                     f"onnxruntime graph (what `swiftlearn export --quantize int8` writes), "
+                     f"calibrated on {len(calib)} images from {calibration_root}.")
+    else:
+        calib = torch.cat([normalize_pixels(p) for p in sample_pixels(None, [(size, size)], 32)])
+        notes.append("onnxruntime int8 = swiftlearn.export.quantize.quantize_int8 of the "
+                     "onnxruntime graph (what `swiftlearn export --quantize int8` writes), "
+                     "calibrated on 32 smooth random pictures (pass --data for real images; "
+                     "the latency does not depend on it).")
+    path = workdir / f"{name}-int8.onnx"
+    try:
+        quantize_int8(fp32, path, calib)
+    except Exception as e:  # a quantiser failure must not sink the whole benchmark
+        notes.append(f"int8 quantisation of {name} failed ({type(e).__name__}: {e}); its row "
+                     "is omitted.")
+        return None
+
+    def make(threads: int):
+        session = onnxruntime_session(path, threads)
+        input_name = session.get_inputs()[0].name
+        return lambda x: session.run(None, {input_name: x.numpy()})
+
+    return make
+
+
 def _build_entries(models: Sequence[str], size: int, compile_: bool, onnx: bool,
-                   workdir: Path, notes: list[str]) -> list[Entry]:
+                   workdir: Path, notes: list[str], int8: bool = False,
+                   calibration_root=None) -> list[Entry]:
     from ..checkpoints import to_timm
     from ..fuse import fuse
 
@@ -114,6 +150,10 @@ def _build_entries(models: Sequence[str], size: int, compile_: bool, onnx: bool,
                                          fused))
                 if onnx and (make := _onnx_runner(ours, name, size, workdir, notes)):
                     entries.append(Entry(name, "swiftlearn", "onnxruntime", ours, make))
+                    if int8 and (make := _int8_runner(workdir / f"{name}.onnx", name, size,
+                                                      workdir, notes, calibration_root)):
+                        entries.append(Entry(name, "swiftlearn", "onnxruntime int8", ours,
+                                             make))
             if timm is not None:
                 theirs = timm.create_model(name).eval()
                 theirs.load_state_dict(to_timm(ours))  # same weights
@@ -126,7 +166,8 @@ def _build_entries(models: Sequence[str], size: int, compile_: bool, onnx: bool,
 
 def run_latency(models: Sequence[str] = DEFAULT_MODELS, threads: Sequence[int] = (1, 2), *,
                 rounds: int = 5, repeats: int = 10, warmup: int = 5, size: int = 224,
-                compile: bool = False, onnx: bool = True, progress: bool = False) -> dict:
+                compile: bool = False, onnx: bool = True, int8: bool = False,
+                calibration_root=None, progress: bool = False) -> dict:
     """Time every entry, interleaved, and return the result dict that :func:`write` saves.
 
     Args:
@@ -138,6 +179,10 @@ def run_latency(models: Sequence[str] = DEFAULT_MODELS, threads: Sequence[int] =
         size: square input side.
         compile: add ``torch.compile`` of the fused models (slow to compile: ~1 min each).
         onnx: add ONNX Runtime rows when ``swiftlearn.export`` and onnxruntime are available.
+        int8: with ``onnx``, add the static int8 ONNX Runtime rows
+            (:func:`swiftlearn.export.quantize.quantize_int8`), calibrated on 64 images from
+            ``calibration_root`` (an Imagenette root or image folder) or, without one, on smooth
+            random pictures.
     """
     unknown = [m for m in models if m not in VARIANTS and m not in PEERS]
     if unknown:
@@ -150,7 +195,8 @@ def run_latency(models: Sequence[str] = DEFAULT_MODELS, threads: Sequence[int] =
     info = machine_info()
     saved_threads = torch.get_num_threads()
     with tempfile.TemporaryDirectory() as tmp:
-        entries = _build_entries(models, size, compile, onnx, Path(tmp), notes)
+        entries = _build_entries(models, size, compile, onnx, Path(tmp), notes, int8,
+                                 calibration_root)
         facts = {id(e.source): params_gmacs(e.source, size) for e in entries}
         x = torch.randn(1, 3, size, size)
         try:
@@ -185,7 +231,8 @@ def run_latency(models: Sequence[str] = DEFAULT_MODELS, threads: Sequence[int] =
                 "result.")
     return _result(entries, facts, threads, notes, info,
                    dict(rounds=rounds, repeats=repeats, warmup=warmup, size=size, batch=1,
-                        compile=compile, models=list(models), threads=list(threads)))
+                        compile=compile, int8=int8, models=list(models),
+                        threads=list(threads)))
 
 
 def _result(entries, facts, threads, notes, info, settings) -> dict:
@@ -221,6 +268,11 @@ def _goals(rows: list[dict]) -> dict:
 
     fused, eager = speed("swiftlearn", "fused"), speed("swiftlearn", "eager")
     goals = {}
+    paths = [v for v in (speed("swiftlearn", b) for b in BACKENDS) if v is not None]
+    if speed("swiftlearn", "onnxruntime int8") is not None:
+        best = max(paths)
+        goals["best_cpu_path_xs_vs_timm_xs_1thread"] = {"value": best, "goal": ">= 2.5",
+                                                         "met": best >= 2.5}
     if fused is not None:
         goals["fused_xs_vs_timm_xs_1thread"] = {"value": fused, "goal": ">= 1.3",
                                                  "met": fused >= 1.3}
