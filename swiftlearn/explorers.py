@@ -217,8 +217,8 @@ def alpha_figure(image, scores, alpha, grid: tuple[int, int], *, formulation: st
     flat = float(np.ptp(amap)) < 1e-6  # legacy_softmax: every weight is exactly 1
     viz._draw_map(fig, axes[2], img, amap, signed=None if not flat else False, cmap=None,
                   alpha=0.65, interpolation="nearest",
-                  title=f"α ({formulation})" + (": all equal" if flat else ""),
-                  colorbar=True, gray=True)
+                  title=f"α ({formulation})" + (f": all {amap.flat[0]:g}" if flat else ""),
+                  colorbar=not flat, gray=True)  # one value: a colorbar would show noise
     return fig
 
 

@@ -1,9 +1,12 @@
-"""The complexity explorer in a real JupyterLab, driven by headless Chromium (Playwright).
+"""The explorers in a real JupyterLab, driven by headless Chromium (Playwright).
 
 Starts JupyterLab on 127.0.0.1 with a token on a temporary copy of the notebooks, opens
 05_complexity, runs every cell (smoke mode), then moves the resolution slider by keyboard and by
 drag and checks that the printed numbers and the figure change, that the figure is not blank and
 that no widget error is shown; "measure here" must print measured beside predicted numbers.
+The same for notebook 01 (the top-down classifier's top-5; the attention explorer's query
+column, row and temperature moved by keyboard) and notebook 03 (the alpha explorer's stage moved
+by keyboard, its formulation toggled to legacy_softmax).
 A screenshot goes to tests/_artifacts/. Uses Debian's /usr/bin/chromium (never
 ``playwright install``); every request not to 127.0.0.1 is aborted.
 
@@ -57,6 +60,8 @@ def lab(tmp_path_factory):
     root = tmp / "notebooks"
     shutil.copytree(REPO / "notebooks", root,
                     ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    # the notebooks read ../assets (trained weights, the golden fixture, diagrams): read-only
+    (tmp / "assets").symlink_to(REPO / "assets", target_is_directory=True)
     settings = tmp / "settings" / "@jupyterlab"
     for extension, name, values in (
         # no "would you like news?" toast over the page, no update check
@@ -235,3 +240,130 @@ def test_complexity_explorer_in_jupyterlab(lab, page):
     page.screenshot(path=str(ARTIFACTS / "05_complexity_explorer.png"))
     print(f"browser test took {time.monotonic() - t0:.1f} s; resolution 224 -> 288 -> "
           f"{_resolution(text2)}")
+
+
+# ---------------------------------------------------------------- the mechanism explorers (01, 03)
+
+
+def _text(page, selector: str) -> str:
+    return page.locator(selector).first.text_content() or ""
+
+
+def _wait_text_change(page, selector: str, before: str, timeout=60_000) -> str:
+    page.wait_for_function(
+        "([sel, before]) => { const e = document.querySelector(sel);"
+        " return e && e.textContent.trim() && e.textContent !== before; }",
+        arg=[selector, before], timeout=timeout)
+    return _text(page, selector)
+
+
+def _image_png(page, selector: str) -> bytes:
+    page.wait_for_function(
+        "sel => { const i = document.querySelector(sel);"
+        " return i && i.complete && i.naturalWidth > 0; }", arg=selector)
+    return page.locator(selector).first.screenshot()
+
+
+def _open_and_run_all(page, base: str, token: str, notebook: str, ready: str) -> None:
+    """Open a notebook, run every cell, wait until ``ready`` exists and the kernel is idle."""
+    # a workspace of its own: Lab would otherwise reopen the previous test's notebook, and
+    # "run all" could land on that one
+    page.goto(f"{base}/lab/workspaces/{Path(notebook).stem}/tree/{notebook}?token={token}")
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)
+    page.wait_for_function(
+        "name => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
+        " return w && w.context && w.context.path === name; }", arg=notebook, timeout=90_000)
+    _wait_idle(page)
+    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    try:
+        page.locator(ready).first.wait_for(state="attached", timeout=300_000)
+        _wait_idle(page, timeout=300_000)
+    except Exception:  # say why: a cell's error stops "run all" before the explorer
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / f"{Path(notebook).stem}_failed.png"))
+        errors = page.locator(".jp-OutputArea-output[data-mime-type="
+                              "'application/vnd.jupyter.stderr']").all_text_contents()
+        pytest.fail(f"{notebook}: {ready} did not appear; stderr outputs: "
+                    f"{[e[-600:] for e in errors]}")
+
+
+def _no_errors(page, tags) -> None:
+    for tag in tags:
+        assert _text(page, f".swiftlearn-{tag}-error").strip() == "", tag
+    body = page.locator("body").inner_text()
+    for message in WIDGET_ERRORS:
+        assert message not in body, message
+    errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+    assert errors.count() == 0, errors.first.inner_text()
+
+
+def _not_blank(png: bytes) -> None:
+    pixels = _png_pixels(png)
+    assert pixels.shape[1] > 300 and pixels[..., :3].std() > 0.05, "the figure looks blank"
+
+
+def _move_slider(page, tag: str, control: str, key: str, expect: str) -> tuple[str, bytes]:
+    """Press ``key`` on a slider's handle; wait until the readout holds ``expect``."""
+    readout, figure = f".swiftlearn-{tag}-readout", f"img.swiftlearn-{tag}-figure"
+    before_text, before_png = _text(page, readout), _image_png(page, figure)
+    handle = page.locator(f".swiftlearn-{tag}-{control} .noUi-handle").first
+    handle.scroll_into_view_if_needed()
+    handle.focus()
+    page.keyboard.press(key)
+    text = _wait_text_change(page, readout, before_text)
+    assert expect in text, f"{expect!r} not in the readout after {key}: {text!r}"
+    png = _image_png(page, figure)
+    assert png != before_png, f"the {tag} figure did not change after {key} on {control}"
+    _not_blank(png)
+    return text, png
+
+
+def test_attention_explorer_in_jupyterlab(lab, page):
+    """01: the top-down classifier shows a top-5, and the attention explorer redraws when the
+    query column and the head move by keyboard."""
+    base, token = lab
+    t0 = time.monotonic()
+    _open_and_run_all(page, base, token, "01_self_attention.ipynb",
+                      ".swiftlearn-attention-col .noUi-handle")
+    page.locator(".swiftlearn-classify-readout").scroll_into_view_if_needed()
+    assert "top-5" in _text(page, ".swiftlearn-classify-readout")
+    _not_blank(_image_png(page, "img.swiftlearn-classify-figure"))
+
+    text0 = _text(page, ".swiftlearn-attention-readout")
+    assert "query patch (row 7, col 7)" in text0
+    _not_blank(_image_png(page, "img.swiftlearn-attention-figure"))
+    _move_slider(page, "attention", "col", "ArrowRight", "query patch (row 7, col 8)")
+    _move_slider(page, "attention", "row", "ArrowLeft", "query patch (row 6, col 8)")
+    _move_slider(page, "attention", "temperature", "ArrowRight", "τ = 1.19")
+    _no_errors(page, ("attention", "classify"))
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.locator(".swiftlearn-attention-col").evaluate("e => e.scrollIntoView({block: 'start'})")
+    page.screenshot(path=str(ARTIFACTS / "01_attention_explorer.png"))
+    print(f"01 browser test took {time.monotonic() - t0:.1f} s")
+
+
+def test_alpha_explorer_in_jupyterlab(lab, page):
+    """03: the alpha explorer redraws when the stage moves by keyboard and the formulation
+    toggles (legacy_softmax: every weight 1)."""
+    base, token = lab
+    t0 = time.monotonic()
+    _open_and_run_all(page, base, token, "03_additive_attention.ipynb",
+                      ".swiftlearn-alpha-stage .noUi-handle")
+    text0 = _text(page, ".swiftlearn-alpha-readout")
+    assert "stage 4: 7 x 7 = 49 tokens" in text0 and "shown with 'normalize'" in text0
+    _not_blank(_image_png(page, "img.swiftlearn-alpha-figure"))
+    _move_slider(page, "alpha", "stage", "ArrowLeft", "stage 3: 14 x 14 = 196 tokens")
+
+    readout, figure = ".swiftlearn-alpha-readout", "img.swiftlearn-alpha-figure"
+    before_text, before_png = _text(page, readout), _image_png(page, figure)
+    page.locator(".swiftlearn-alpha-formulation button", has_text="legacy_softmax").click()
+    text = _wait_text_change(page, readout, before_text)
+    assert "shown with 'legacy_softmax'" in text and "every α is 1" in text
+    png = _image_png(page, figure)
+    assert png != before_png
+    _not_blank(png)
+    _no_errors(page, ("alpha",))
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.locator(".swiftlearn-alpha-stage").evaluate("e => e.scrollIntoView({block: 'start'})")
+    page.screenshot(path=str(ARTIFACTS / "03_alpha_explorer.png"))
+    print(f"03 browser test took {time.monotonic() - t0:.1f} s")
