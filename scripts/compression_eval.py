@@ -6,11 +6,14 @@ validation image through the package with swiftlearn's MIL interpreter (batched)
 float32 PyTorch model, and records both top-1 accuracies, their agreement and the package size in
 ``assets/compression/coreml.json`` (written atomically after each mode).
 
-Resumable: a mode already in the JSON for the same images, checkpoint and command is skipped;
-PyTorch's predictions are cached beside the packages. Packages go to ``--out-dir`` (outside the
-repository). Example (the committed numbers)::
+Resumable: a mode already in the JSON for the same images and checkpoint is skipped; PyTorch's
+predictions are cached beside the packages. Packages go to ``--out-dir`` (outside the
+repository). Modes can run in separate processes (``--modes ... --json other.json``) and be
+merged afterwards (``--merge other.json``: same images and checkpoint required; each mode keeps
+the command that measured it). ``--table`` prints the README's markdown table. Example::
 
     nice -n 5 .venv/bin/python scripts/compression_eval.py --out-dir /work/compress-out
+    .venv/bin/python scripts/compression_eval.py --merge /work/compress-out/part2.json --table
 """
 
 from __future__ import annotations
@@ -61,14 +64,21 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", default=str(REPO / "assets" / "swiftformer_xs_imagenette.pt"))
     p.add_argument("--data", default=str(DEFAULT_DATA), help="Imagenette root")
-    p.add_argument("--out-dir", required=True, help="where the packages go (outside the repo)")
+    p.add_argument("--out-dir", default=None, help="where the packages go (outside the repo)")
     p.add_argument("--json", default=str(REPO / "assets" / "compression" / "coreml.json"))
     p.add_argument("--modes", nargs="*", default=list(COMPRESSIONS))
     p.add_argument("--per-class", type=int, default=None,
                    help="only the first N images of each class (a quick check)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--merge", nargs="*", default=None,
+                   help="merge the modes of these JSON files (other processes' runs) and stop")
+    p.add_argument("--table", action="store_true", help="print the markdown table and stop")
     args = p.parse_args(argv)
+    if args.merge is not None or args.table:
+        return merge_and_table(Path(args.json), args.merge or [], args.table)
+    if args.out_dir is None:
+        raise SystemExit("--out-dir is required to measure (where the packages go)")
     modes = [check_compression(m) for m in args.modes]
     torch.set_num_threads(args.threads)
     out_dir = Path(args.out_dir).resolve()
@@ -145,13 +155,47 @@ def main(argv=None) -> int:
             "torch_fp32_top1": round(report.torch_top1, 3),
             "agreement": round(report.agreement, 3), "images": report.n,
             "interpreter_seconds": round(report.seconds, 1),
-            "compress_seconds": round(compress_s, 1),
+            "compress_seconds": round(compress_s, 1), "command": command,
             "measured": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
         print(f"{mode}: {info.size_bytes / 1e6:.2f} MB, {report} ({report.seconds:.0f} s)",
               flush=True)
         json_path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(doc, json_path)
     atomic_write_json(doc, json_path)
+    return 0
+
+
+def merge_and_table(json_path: Path, others: list[str], table: bool) -> int:
+    """Merge other runs' modes into ``json_path`` (same images and checkpoint), print the table."""
+    if not json_path.is_file():
+        raise SystemExit(f"{json_path} does not exist: measure first")
+    doc = json.loads(json_path.read_text())
+    for other in others:
+        part = json.loads(Path(other).read_text())
+        if part.get("images", {}).get("key") != doc["images"]["key"] or \
+                part.get("checkpoint") != doc["checkpoint"]:
+            raise SystemExit(f"{other} measured other images or another checkpoint; not merged")
+        for mode, result in part.get("modes", {}).items():
+            result.setdefault("command", part.get("command"))
+            doc["modes"].setdefault(mode, result)
+    if others:
+        atomic_write_json(doc, json_path)
+    if table:
+        modes, base = doc["modes"], doc["modes"].get("none", {}).get("size_bytes")
+        print("| compression | package | vs float16 | top-1, interpreter | top-1, PyTorch fp32 "
+              "| same top-1 |")
+        print("| --- | --- | --- | --- | --- | --- |")
+        for mode in COMPRESSIONS:
+            r = modes.get(mode)
+            if r is None:
+                print(f"| `{mode}` | pending | | | | |")
+                continue
+            ratio = f"{base / r['size_bytes']:.2f}x smaller" if base and mode != "none" else "1x"
+            print(f"| `{mode}` | {r['size_bytes'] / 1e6:.2f} MB | {ratio} | "
+                  f"{r['interpreter_top1']:.2f} % | {r['torch_fp32_top1']:.2f} % | "
+                  f"{r['agreement']:.2f} % |")
+        print(f"\n{doc['images']['n']} validation images at {doc['images']['size']}px; "
+              f"CPU: {doc['cpu']}")
     return 0
 
 
