@@ -38,7 +38,7 @@ test-notebooks: $(STAMP) ## every notebook in smoke mode under nbval
 
 test: lint test-unit test-notebooks ## ruff + unit tests + notebooks (smoke mode): what CI runs
 
-test-browser: $(STAMP) ## JupyterLab + headless Chromium: drive the 05 widgets (needs /usr/bin/chromium)
+test-browser: $(STAMP) ## JupyterLab + headless Chromium: drive the 01, 03 and 05 explorers (needs /usr/bin/chromium)
 	$(BIN)/pytest -m browser tests
 
 notebooks: $(STAMP) ## re-execute every notebook in full mode (figures -> outputs/figures/)
