@@ -188,7 +188,8 @@ def merge_and_table(json_path: Path, others: list[str], table: bool) -> int:
         for mode in COMPRESSIONS:
             r = modes.get(mode)
             if r is None:
-                print(f"| `{mode}` | pending | | | | |")
+                print(f"| `{mode}` | not measured yet: resume scripts/compression_eval.py "
+                      "| | | | |")
                 continue
             ratio = f"{base / r['size_bytes']:.2f}x smaller" if base and mode != "none" else "1x"
             print(f"| `{mode}` | {r['size_bytes'] / 1e6:.2f} MB | {ratio} | "
