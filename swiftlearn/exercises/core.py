@@ -70,6 +70,24 @@ def attempt(fn: Callable, *args, **kwargs):
     return NOT_ATTEMPTED if out is None else out
 
 
+def attempt_without_calling(fn: Callable, module: torch.nn.Module, x: torch.Tensor, *,
+                            label: str, what: str, parts: str):
+    """``attempt(fn, x, module)`` under ``no_grad``, with a forward hook on ``module``: an
+    ExerciseError if the learner's code just calls ``module`` (``what``) instead of writing it
+    from its ``parts``."""
+    calls = []
+    handle = module.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        with torch.no_grad():
+            out = attempt(fn, x, module)
+    finally:
+        handle.remove()
+    if out is not NOT_ATTEMPTED and calls:
+        raise ExerciseError(f"{label}: your function calls the {what} itself (`{what}(x)`); "
+                            f"write it from {parts}")
+    return out
+
+
 def _code_names(code: types.CodeType) -> set[str]:
     names = set(code.co_names)
     for const in code.co_consts:

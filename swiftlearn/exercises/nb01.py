@@ -12,6 +12,7 @@ from .core import (
     NOT_ATTEMPTED,
     ExerciseError,
     attempt,
+    attempt_without_calling,
     calls_any,
     expect_close,
     expect_number,
@@ -152,18 +153,10 @@ def check_01_mhsa_forward(mhsa_forward) -> None:
     torch.manual_seed(4)
     module = MultiHeadSelfAttention(24, num_heads=4).eval()
     x = torch.randn(2, 13, 24)
-    calls = []
-    handle = module.register_forward_hook(lambda *_: calls.append(1))
-    try:
-        with torch.no_grad():
-            out = attempt(mhsa_forward, x, module)
-    finally:
-        handle.remove()
+    out = attempt_without_calling(mhsa_forward, module, x, label=label, what="module",
+                                  parts="module.qkv and module.proj")
     if out is NOT_ATTEMPTED:
         return not_attempted(label)
-    if calls:
-        raise ExerciseError(f"{label}: your function calls the module itself (`module(x)`); "
-                            "write the attention from module.qkv and module.proj")
     if forbidden:
         raise ExerciseError(f"{label}: your function calls {', '.join(forbidden)}; write the "
                             "softmax(q k^T / sqrt(d)) v yourself, that is the exercise")

@@ -13,6 +13,7 @@ from .core import (
     NOT_ATTEMPTED,
     ExerciseError,
     attempt,
+    attempt_without_calling,
     calls_any,
     expect_close,
     expect_number,
@@ -156,18 +157,10 @@ def check_03_additive_forward(additive_forward, D: int = 16) -> None:
     used = calls_any(additive_forward, ["additive_attention", "token_weights"])
     m = _module(D, seed=34, key_dim=D + 8)
     x = torch.randn(2, 25, D)
-    calls = []
-    handle = m.register_forward_hook(lambda *_: calls.append(1))
-    try:
-        with torch.no_grad():
-            out = attempt(additive_forward, x, m)
-    finally:
-        handle.remove()
+    out = attempt_without_calling(additive_forward, m, x, label=label, what="module",
+                                  parts="to_query, to_key, w_g, Proj and final")
     if out is NOT_ATTEMPTED:
         return not_attempted(label)
-    if calls:
-        raise ExerciseError(f"{label}: your function calls the module itself (`module(x)`); "
-                            "write it from to_query, to_key, w_g, Proj and final")
     if used:
         raise ExerciseError(f"{label}: your function calls {', '.join(used)}; compute alpha and "
                             "the rest yourself")

@@ -15,6 +15,7 @@ from .core import (
     NOT_ATTEMPTED,
     ExerciseError,
     attempt,
+    attempt_without_calling,
     calls_any,
     expect_close,
     expect_number,
@@ -191,19 +192,11 @@ def check_04_encoder_forward(encoder_forward, dim: int = 16) -> None:
     torch.manual_seed(44)
     blk = scrambled(SwiftFormerEncoder(dim), seed=44).eval()
     x = torch.randn(2, dim, 5, 7)  # H != W, so that mixing up h and w shows
-    calls = []
-    handle = blk.register_forward_hook(lambda *_: calls.append(1))
-    try:
-        with torch.no_grad():
-            out = attempt(encoder_forward, x, blk)
-    finally:
-        handle.remove()
+    out = attempt_without_calling(encoder_forward, blk, x, label=label, what="block",
+                                  parts="block.local_representation, block.attn, block.linear "
+                                        "and the layer scales")
     if out is NOT_ATTEMPTED:
         return not_attempted(label)
-    if calls:
-        raise ExerciseError(f"{label}: your function calls the block itself (`block(x)`); "
-                            "write it from block.local_representation, block.attn, block.linear "
-                            "and the layer scales")
     if used:
         raise ExerciseError(f"{label}: your function calls {', '.join(used)}, which does the "
                             "token reshaping for you; write it from block.attn")

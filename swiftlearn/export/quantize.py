@@ -207,6 +207,15 @@ def _set_init(graph, inits, name: str, value: np.ndarray, suffix: str) -> str:
     return new
 
 
+def _drop_nodes(graph, drop: set[int]) -> None:
+    """Remove the nodes whose ``id`` is in ``drop`` and the initializers nothing reads any more."""
+    if drop:
+        nodes = [n for n in graph.node if id(n) not in drop]
+        del graph.node[:]
+        graph.node.extend(nodes)
+        _prune_initializers(graph)
+
+
 def fold_conv_scale(model) -> int:
     """Graph pass: ``Mul(Conv(x, W, b), s)`` with a per-output-channel constant ``s`` (a layer
     scale) becomes ``Conv(x, s W, s b)``. Exact up to float rounding.
@@ -240,11 +249,7 @@ def fold_conv_scale(model) -> int:
         conv.output[0] = mul.output[0]
         drop.add(id(mul))
         count += 1
-    if drop:
-        nodes = [n for n in graph.node if id(n) not in drop]
-        del graph.node[:]
-        graph.node.extend(nodes)
-        _prune_initializers(graph)
+    _drop_nodes(graph, drop)
     return count
 
 
@@ -284,11 +289,7 @@ def fold_bn_into_conv(model) -> int:
         conv.input[:] = [bn.input[0], w_name, b_name]
         drop.add(id(bn))
         count += 1
-    if drop:
-        nodes = [n for n in graph.node if id(n) not in drop]
-        del graph.node[:]
-        graph.node.extend(nodes)
-        _prune_initializers(graph)
+    _drop_nodes(graph, drop)
     return count
 
 
