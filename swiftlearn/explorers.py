@@ -327,13 +327,7 @@ class _Explorer:
     # -- callbacks --------------------------------------------------------------------------
     def _guard(self, fn):
         """Run a callback; show any exception in the error element, then re-raise it."""
-        try:
-            self.error.value = ""
-            return fn()
-        except Exception as exc:
-            self.error.value = (f"<pre style='color:#b00'>{html.escape(type(exc).__name__)}: "
-                                f"{html.escape(str(exc))}</pre>")
-            raise
+        return viz.run_guarded(self.error, fn)
 
     def _on_change(self, change=None):
         if not self._quiet:

@@ -596,3 +596,17 @@ def _encode(png: bytes, fmt: str, *, quality: int = 85, palette: bool = True) ->
     else:
         (rgb.quantize(256) if palette else rgb).save(out, format="PNG", optimize=True)
     return out.getvalue()
+
+
+def run_guarded(error, fn):
+    """Run a widget callback ``fn``; show any exception in the HTML widget ``error`` (cleared
+    first), then re-raise it, so nbval and the browser test see it too."""
+    import html
+
+    try:
+        error.value = ""
+        return fn()
+    except Exception as exc:
+        error.value = (f"<pre style='color:#b00'>{html.escape(type(exc).__name__)}: "
+                       f"{html.escape(str(exc))}</pre>")
+        raise

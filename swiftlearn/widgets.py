@@ -27,6 +27,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from . import complexity as cx
+from . import viz
 
 __all__ = ["ComplexityExplorer", "cost_figure", "format_bytes", "format_flops"]
 
@@ -185,13 +186,7 @@ class ComplexityExplorer:
     # -- callbacks --------------------------------------------------------------------------
     def _guard(self, fn):
         """Run a callback; show any exception in the error element, then re-raise it."""
-        try:
-            self.error.value = ""
-            return fn()
-        except Exception as exc:
-            self.error.value = (f"<pre style='color:#b00'>{html.escape(type(exc).__name__)}: "
-                                f"{html.escape(str(exc))}</pre>")
-            raise
+        return viz.run_guarded(self.error, fn)
 
     def _on_change(self, change=None):
         self._guard(self.update)  # the width slider steps by 16, so every head count divides

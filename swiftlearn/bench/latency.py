@@ -60,7 +60,7 @@ def _timm():
 def _onnx_runner(model: nn.Module, name: str, size: int, workdir: Path, notes: list[str]):
     """``threads -> callable`` on ONNX Runtime, or None with a note saying why not."""
     try:
-        from ..export import onnxruntime_session, to_onnx
+        from ..export import to_onnx
 
         require("onnxruntime")
     except ImportError as e:
@@ -74,6 +74,13 @@ def _onnx_runner(model: nn.Module, name: str, size: int, workdir: Path, notes: l
                      "its ONNX Runtime row is omitted.")
         return None
 
+    return _session_factory(path)
+
+
+def _session_factory(path: Path):
+    """``threads -> callable`` running the ONNX model at ``path`` in ONNX Runtime."""
+    from ..export import onnxruntime_session
+
     def make(threads: int):
         session = onnxruntime_session(path, threads)
         input_name = session.get_inputs()[0].name
@@ -85,7 +92,6 @@ def _onnx_runner(model: nn.Module, name: str, size: int, workdir: Path, notes: l
 def _int8_runner(fp32: Path, name: str, size: int, workdir: Path, notes: list[str],
                  calibration_root=None):
     """``threads -> callable`` on ONNX Runtime for the static int8 model of ``fp32``."""
-    from ..export import onnxruntime_session
     from ..export.quantize import calibration_images, quantize_int8
     from ..export.verify import sample_pixels
     from ..utils import normalize_pixels
@@ -109,12 +115,7 @@ def _int8_runner(fp32: Path, name: str, size: int, workdir: Path, notes: list[st
                      "is omitted.")
         return None
 
-    def make(threads: int):
-        session = onnxruntime_session(path, threads)
-        input_name = session.get_inputs()[0].name
-        return lambda x: session.run(None, {input_name: x.numpy()})
-
-    return make
+    return _session_factory(path)
 
 
 def _build_entries(models: Sequence[str], size: int, compile_: bool, onnx: bool,
