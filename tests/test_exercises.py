@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import ast
 import re
+import signal
+import sys
+import threading
 from pathlib import Path
 
 import nbformat
@@ -20,7 +23,9 @@ from swiftlearn.exercises import (
     EXERCISES,
     ExerciseError,
     attempt,
+    check_01_causal_attention,
     check_04_encoder_forward,
+    core,
 )
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
@@ -530,6 +535,45 @@ def test_wrong_answer_fails_naming_the_mistake(key, number, code, fragment):
     assert f"Exercise {number}" in str(info.value)
 
 
+#: the four write-it exercises (number 4 of 01-04): (notebook, the answer's name, what the
+#: message calls the module, where its class lives, the class)
+WRITE_IT = [("01", "mhsa_forward", "module", "swiftlearn.attention", "MultiHeadSelfAttention"),
+            ("02", "separable_forward", "module", "swiftlearn.attention",
+             "SeparableSelfAttention"),
+            ("03", "additive_forward", "module", "swiftlearn.attention",
+             "EfficientAdditiveAttention"),
+            ("04", "encoder_forward", "block", "swiftlearn.blocks", "SwiftFormerEncoder")]
+#: answers that run the module's own forward without writing `module(x)` ({fn}: the answer's
+#: name, C: the module's class, imported as a notebook would)
+CALLS_ITSELF = {
+    "m.forward": "def {fn}(x, m):\n    return m.forward(x)",
+    "type(m).forward": "def {fn}(x, m):\n    return type(m).forward(m, x)",
+    "C.forward": "def {fn}(x, m):\n    return C.forward(m, x)",
+    "deepcopy": "def {fn}(x, m):\n    return copy.deepcopy(m)(x)",
+    "_call_impl": "def {fn}(x, m):\n    return m._call_impl(x)",
+    "saved-forward": "def {fn}(x, m, forward=C.forward):\n    return forward(m, x)",
+    "subclass": """class Sub(C):
+    def forward(self, x):
+        return super().forward(x)
+
+
+def {fn}(x, m):
+    twin = copy.deepcopy(m)
+    twin.__class__ = Sub
+    return twin(x)""",
+}
+
+
+@pytest.mark.parametrize("key, fn, what, where, cls", WRITE_IT, ids=[w[0] for w in WRITE_IT])
+@pytest.mark.parametrize("answer", CALLS_ITSELF.values(), ids=CALLS_ITSELF.keys())
+def test_write_it_refuses_any_call_into_the_modules_forward(key, fn, what, where, cls, answer):
+    """Not only `module(x)`: the forward reached through the class, a copy, a subclass or a
+    reference saved earlier is refused with the same message."""
+    code = f"import copy\nfrom {where} import {cls} as C\n\n\n" + answer.format(fn=fn)
+    with pytest.raises(ExerciseError, match=f"Exercise 4: your function calls the {what} itself"):
+        _run(_exercise(key, 4), code)
+
+
 def test_two_wrong_answers_per_exercise():
     for e in EXERCISES:
         assert sum((k, n) == (e.notebook, e.number) for k, n, _, _ in WRONG) >= 2, e
@@ -541,3 +585,65 @@ def test_a_check_leaves_the_notebooks_random_state_alone():
     torch.manual_seed(123)
     check_04_encoder_forward(lambda x, block: None)  # seeds torch inside for its probes
     assert torch.equal(torch.rand(3), expected)
+
+
+# ------------------------------------------------------------------ the answer misbehaving
+
+
+def test_an_endless_loop_is_stopped(monkeypatch):
+    """Even one that catches every Exception; the previous alarm (pytest-timeout's) is back."""
+    monkeypatch.setattr(core, "TIME_LIMIT_S", 1)
+    handler, (timer, _) = signal.getsignal(signal.SIGALRM), signal.getitimer(signal.ITIMER_REAL)
+
+    def encoder_forward(x, block):
+        while True:
+            try:
+                x = x + 1
+            except Exception:
+                pass
+
+    with pytest.raises(ExerciseError, match=r"ran longer than 1 s .*endless loop"):
+        check_04_encoder_forward(encoder_forward)
+    assert signal.getsignal(signal.SIGALRM) is handler
+    assert (signal.getitimer(signal.ITIMER_REAL)[0] > 0) == (timer > 0)
+
+
+def test_off_the_main_thread_there_is_no_limit_and_no_error():
+    results = []
+    thread = threading.Thread(target=lambda: results.append(attempt(lambda x: x + 1, 1)))
+    thread.start()
+    thread.join()
+    assert results == [2]
+
+
+def test_ctrl_c_still_stops_a_check():
+    def encoder_forward(x, block):
+        raise KeyboardInterrupt
+
+    profile, handler = sys.getprofile(), signal.getsignal(signal.SIGALRM)
+    with pytest.raises(KeyboardInterrupt):
+        check_04_encoder_forward(encoder_forward)
+    with pytest.raises(KeyboardInterrupt):
+        attempt(encoder_forward, 1, 2)
+    assert sys.getprofile() is profile and signal.getsignal(signal.SIGALRM) is handler
+
+
+def test_sys_exit_in_the_answer_does_not_escape():
+    def causal_attention(q, k, v):
+        sys.exit()
+
+    with pytest.raises(ExerciseError, match=r"your `causal_attention` called sys.exit\(\)"):
+        check_01_causal_attention(causal_attention)
+
+
+def test_an_answer_that_changes_its_input_is_told_so():
+    """Right maths on a scaled-in-place q: the check would compare with the wrong q."""
+    code = """
+def causal_attention(q, k, v):
+    N, d = q.shape[-2:]
+    q /= math.sqrt(d)
+    future = torch.ones(N, N, dtype=torch.bool).triu(diagonal=1)
+    attn = (q @ k.transpose(-2, -1)).masked_fill(future, float("-inf")).softmax(-1)
+    return attn @ v, attn"""
+    with pytest.raises(ExerciseError, match=r"changed its input .*in-place op"):
+        _run(_exercise("01", 1), code)

@@ -12,14 +12,22 @@ matches it, says so by name.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import inspect
+import signal
+import sys
+import threading
+import time
 import types
 from collections.abc import Callable, Iterable, Mapping
 
+import numpy as np
 import torch
 
-__all__ = ["NOT_ATTEMPTED", "ExerciseError", "attempt", "calls_any", "expect_close",
-           "expect_number", "keeps_rng", "not_attempted"]
+__all__ = ["NOT_ATTEMPTED", "TIME_LIMIT_S", "ExerciseError", "attempt",
+           "attempt_without_calling", "calls_any", "expect_close", "expect_number", "keeps_rng",
+           "not_attempted"]
 
 
 class ExerciseError(AssertionError):
@@ -55,37 +63,161 @@ def not_attempted(label: str) -> None:
     print(f"{label}: not attempted yet (fill in the cell above, then run this check again)")
 
 
+#: seconds a learner's function may run inside a check before it is stopped as an endless loop
+#: (a module constant, so that the tests can lower it)
+TIME_LIMIT_S = 60.0
+
+
+class _TimeUp(BaseException):
+    """Raised by the alarm inside the learner's code: a ``BaseException``, so that their own
+    ``except Exception`` does not swallow it."""
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float | None):
+    """Raise :class:`_TimeUp` in the learner's code after ``seconds``.
+
+    SIGALRM on the main thread (where a notebook runs its cells): Python runs the handler
+    between bytecodes, so even ``while True: pass`` stops, and Ctrl-C still works. The previous
+    handler and what is left of a previous timer (pytest-timeout's, say) come back afterwards.
+    Off the main thread or without SIGALRM (Windows) nothing can interrupt portably: no limit.
+    """
+    if (not seconds or not hasattr(signal, "setitimer")
+            or threading.current_thread() is not threading.main_thread()):
+        yield
+        return
+    armed = [True]
+
+    def alarm(signum, frame):
+        if armed[0]:  # not once we are cleaning up: that would skip the restore below
+            raise _TimeUp
+
+    previous = signal.signal(signal.SIGALRM, alarm)
+    old_delay, old_interval = signal.setitimer(signal.ITIMER_REAL, seconds)
+    start = time.monotonic()
+    try:
+        yield
+    finally:
+        try:
+            armed[0] = False
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        finally:
+            signal.signal(signal.SIGALRM, signal.SIG_DFL if previous is None else previous)
+            if old_delay:
+                left = max(old_delay - (time.monotonic() - start), 1e-3)
+                signal.setitimer(signal.ITIMER_REAL, left, old_interval)
+
+
+@contextlib.contextmanager
+def _watching(codes: frozenset[types.CodeType]):
+    """Yield a list that records every call into a function whose code is in ``codes``.
+
+    A profile hook sees the code object start to run however it was reached: ``module(x)``,
+    ``module.forward(x)``, ``type(module).forward(module, x)``, a deep copy, a fresh instance
+    with the same weights, ``module._call_impl(x)``, a subclass's ``super().forward``, a
+    reference saved before the check. A forward hook or a patched class attribute each miss
+    some of these; nothing else is slowed down but the learner's own call."""
+    calls: list[str] = []
+    if not codes:
+        yield calls
+        return
+
+    def profile(frame, event, arg):
+        if event == "call" and frame.f_code in codes:
+            calls.append(frame.f_code.co_name)
+
+    previous = sys.getprofile()
+    sys.setprofile(profile)
+    try:
+        yield calls
+    finally:
+        sys.setprofile(previous)
+
+
+def _snapshot(value):
+    """A copy of a tensor or array argument, to tell afterwards whether it was changed."""
+    if isinstance(value, torch.Tensor) and value.device.type != "meta":
+        return value.detach().clone()
+    if isinstance(value, np.ndarray):
+        return value.copy()
+    return None
+
+
+def _unchanged(now, before) -> bool:
+    """``now`` still equals its snapshot ``before`` (a nan where there was one is no change)."""
+    if isinstance(now, np.ndarray):
+        return np.array_equal(now, before, equal_nan=now.dtype.kind in "fc")
+    now = now.detach()
+    return now.shape == before.shape and bool(
+        ((now == before) | (now.isnan() & before.isnan())).all())
+
+
 def attempt(fn: Callable, *args, **kwargs):
     """Call the learner's ``fn``; :data:`NOT_ATTEMPTED` if it returns ``None`` or raises
-    ``NotImplementedError`` (the skeleton), its result otherwise."""
+    ``NotImplementedError`` (the skeleton), its result otherwise.
+
+    Whatever else goes wrong in the learner's code is one :class:`ExerciseError` that says
+    what happened: a crash, a run past :data:`TIME_LIMIT_S` (an endless loop), ``sys.exit()``,
+    or an answer that changed its input tensors in place (the check compares with those
+    inputs afterwards, so the maths would be blamed). Ctrl-C still stops the check."""
+    return _attempt(fn, args, kwargs)
+
+
+def _attempt(fn: Callable, args: tuple, kwargs: dict,
+             refuse: tuple[frozenset[types.CodeType], str] = (frozenset(), "")):
+    """:func:`attempt`; ``refuse`` is (code objects, message): an ExerciseError with that
+    message if the learner's code ran any of them."""
     if not callable(fn):
         raise ExerciseError(f"expected a function, got {type(fn).__name__}: define it with `def`")
+    name = f"your `{getattr(fn, '__name__', 'function')}`"
+    inputs = [(v, s) for v in (*args, *kwargs.values()) if (s := _snapshot(v)) is not None]
+    codes, message = refuse
     try:
-        out = fn(*args, **kwargs)
+        with _watching(codes) as calls, _time_limit(TIME_LIMIT_S):
+            out = fn(*args, **kwargs)
     except NotImplementedError:
         return NOT_ATTEMPTED
+    except _TimeUp:
+        raise ExerciseError(f"{name} ran longer than {TIME_LIMIT_S:g} s and was stopped, "
+                            "probably an endless loop (a `while` whose condition never "
+                            "becomes false?)") from None
+    except SystemExit as error:
+        raise ExerciseError(f"{name} called sys.exit() / exit(), which would stop the "
+                            "notebook; return the answer instead") from error
     except Exception as error:  # the learner's code crashed: say so in one line, keep the cause
-        raise ExerciseError(f"your `{getattr(fn, '__name__', 'function')}` raised "
-                            f"{type(error).__name__}: {error}") from error
-    return NOT_ATTEMPTED if out is None else out
+        raise ExerciseError(f"{name} raised {type(error).__name__}: {error}") from error
+    if out is None:
+        return NOT_ATTEMPTED
+    if calls:
+        raise ExerciseError(message)
+    if not all(_unchanged(v, before) for v, before in inputs):
+        raise ExerciseError(f"{name} changed its input (an in-place op such as x += ..., "
+                            "x[...] = ... or x.mul_(...)); work on a copy (x = x.clone()) or "
+                            "use out-of-place ops (x = x + ...)")
+    return out
+
+
+def _forward_codes(module: torch.nn.Module) -> frozenset[types.CodeType]:
+    """The code of ``module``'s forward: its class's (shared with every instance, copy and
+    subclass that keeps it) and an instance-level ``forward`` if one was set."""
+    codes = set()
+    for f in (type(module).forward, vars(module).get("forward")):
+        code = getattr(inspect.unwrap(getattr(f, "__func__", f)), "__code__", None)
+        if code is not None:
+            codes.add(code)
+    return frozenset(codes)
 
 
 def attempt_without_calling(fn: Callable, module: torch.nn.Module, x: torch.Tensor, *,
                             label: str, what: str, parts: str):
-    """``attempt(fn, x, module)`` under ``no_grad``, with a forward hook on ``module``: an
-    ExerciseError if the learner's code just calls ``module`` (``what``) instead of writing it
-    from its ``parts``."""
-    calls = []
-    handle = module.register_forward_hook(lambda *_: calls.append(1))
-    try:
-        with torch.no_grad():
-            out = attempt(fn, x, module)
-    finally:
-        handle.remove()
-    if out is not NOT_ATTEMPTED and calls:
-        raise ExerciseError(f"{label}: your function calls the {what} itself (`{what}(x)`); "
-                            f"write it from {parts}")
-    return out
+    """``attempt(fn, x, module)`` under ``no_grad``: an ExerciseError if the learner's code
+    runs ``module``'s forward (``what``) in any way (see :func:`_watching`) instead of writing
+    it from its ``parts``. The parts themselves (``nn.Linear`` layers, ``F.*``, a block's
+    attention) have other code and stay allowed; the check's own reference runs outside."""
+    message = (f"{label}: your function calls the {what} itself (`{what}(x)`); write it from "
+               f"{parts}")
+    with torch.no_grad():
+        return _attempt(fn, (x, module), {}, (_forward_codes(module), message))
 
 
 def _code_names(code: types.CodeType) -> set[str]:

@@ -153,8 +153,8 @@ def check_01_mhsa_forward(mhsa_forward) -> None:
     torch.manual_seed(4)
     module = MultiHeadSelfAttention(24, num_heads=4).eval()
     x = torch.randn(2, 13, 24)
-    out = attempt_without_calling(mhsa_forward, module, x, label=label, what="module",
-                                  parts="module.qkv and module.proj")
+    refuse = dict(label=label, what="module", parts="module.qkv and module.proj")
+    out = attempt_without_calling(mhsa_forward, module, x, **refuse)
     if out is NOT_ATTEMPTED:
         return not_attempted(label)
     if forbidden:
@@ -180,7 +180,8 @@ def check_01_mhsa_forward(mhsa_forward) -> None:
         for heads in (1, 3):  # other head counts, other sizes
             m = MultiHeadSelfAttention(12, num_heads=heads).eval()
             x2 = torch.randn(1, 7, 12)
-            expect_close(mhsa_forward(x2, m), m(x2), f"{label}: output with {heads} head(s)",
+            expect_close(attempt_without_calling(mhsa_forward, m, x2, **refuse), m(x2),
+                         f"{label}: output with {heads} head(s)",
                          hint="read h from module.num_heads rather than a fixed number")
     print(f"{label}: correct; your attention equals swiftlearn.MultiHeadSelfAttention")
     return None

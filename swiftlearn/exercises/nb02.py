@@ -11,6 +11,7 @@ from .core import (
     NOT_ATTEMPTED,
     ExerciseError,
     attempt,
+    attempt_without_calling,
     calls_any,
     expect_close,
     expect_number,
@@ -178,13 +179,10 @@ def check_02_separable_forward(separable_forward, D: int = 16) -> None:
     used = calls_any(separable_forward, ["separable_attention"])
     m = _module(D, seed=24)
     x = torch.randn(2, 25, D)
-    with _CallLog(module=m) as log, torch.no_grad():
-        out = attempt(separable_forward, x, m)
+    refuse = dict(label=label, what="module", parts="module.qkv_proj and module.out_proj")
+    out = attempt_without_calling(separable_forward, m, x, **refuse)
     if out is NOT_ATTEMPTED:
         return not_attempted(label)
-    if log.called:
-        raise ExerciseError(f"{label}: your function calls the module itself (`module(x)`); "
-                            "write it from module.qkv_proj and module.out_proj")
     if used:
         raise ExerciseError(f"{label}: your function calls the notebook's "
                             "`separable_attention`; write the four steps yourself")
@@ -202,7 +200,8 @@ def check_02_separable_forward(separable_forward, D: int = 16) -> None:
                 "sum over N; relu(values) * context; out_proj")
         m2 = _module(8, seed=25)
         x2 = torch.randn(1, 9, 8)
-        expect_close(separable_forward(x2, m2), m2(x2), f"{label}: output for D=8",
+        expect_close(attempt_without_calling(separable_forward, m2, x2, **refuse), m2(x2),
+                     f"{label}: output for D=8",
                      hint="read D from the module (module.dim) or from x.shape[-1]")
     print(f"{label}: correct; your separable attention equals swiftlearn.SeparableSelfAttention")
     return None
