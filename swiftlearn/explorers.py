@@ -45,6 +45,7 @@ from PIL import Image
 from . import viz
 from .attention import FORMULATIONS, SeparableSelfAttention
 from .data import IMAGENETTE_CLASSES
+from .data.datasets import _as_rgb
 from .utils import normalize
 
 __all__ = [
@@ -72,6 +73,10 @@ def load_image(source) -> np.ndarray:
     """An RGB ``uint8`` ``[H, W, 3]`` image from a path, encoded bytes (an upload), a PIL image,
     a :class:`swiftlearn.data.Photo` or an array.
 
+    Decoded images go through the training data's conversion (``swiftlearn.data``'s
+    ``_as_rgb``), so a 16-bit greyscale PNG is scaled to 8 bits as in training instead of
+    clipped to white by PIL's own ``convert("RGB")``.
+
     Raises:
         FileNotFoundError: for a path that is not a file.
         ValueError: for bytes or data that are not an image.
@@ -82,17 +87,17 @@ def load_image(source) -> np.ndarray:
             raise FileNotFoundError(f"no photo at {path}: give the path of a .jpg or .png file")
         try:
             with Image.open(path) as im:
-                return np.asarray(im.convert("RGB"))
+                return np.asarray(_as_rgb(im))
         except OSError as e:
             raise ValueError(f"{path} is not an image PIL can read ({e})") from e
     if isinstance(source, (bytes, bytearray, memoryview)):
         try:
             with Image.open(io.BytesIO(bytes(source))) as im:
-                return np.asarray(im.convert("RGB"))
+                return np.asarray(_as_rgb(im))
         except OSError as e:
             raise ValueError(f"the uploaded file is not an image PIL can read ({e})") from e
     if isinstance(source, Image.Image):
-        return np.asarray(source.convert("RGB"))
+        return np.asarray(_as_rgb(source))
     return (viz.to_image(source) * 255).round().astype(np.uint8)
 
 

@@ -90,6 +90,79 @@ def test_bad_arguments():
         bench.run_latency(["swiftformer_xs"], threads=(1,), size=16)
 
 
+def test_bench_refuses_user_mistakes_in_one_line_before_running(monkeypatch, tmp_path, capsys):
+    import os
+
+    import swiftlearn.bench.common as common
+    import swiftlearn.bench.latency as latency
+    import swiftlearn.bench.mixers as mixers
+    import swiftlearn.bench.throughput as throughput
+    from swiftlearn.cli import main
+
+    def ran(*args, **kwargs):
+        raise AssertionError("a refused command started its work")
+
+    monkeypatch.setattr(latency, "_build_entries", ran)
+    monkeypatch.setattr(mixers, "create_model", ran)
+    monkeypatch.setattr(throughput, "benchmark_throughput", ran)
+    monkeypatch.setattr(common, "usable_cpus", lambda: 2)
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    read_only = tmp_path / "read_only"
+    read_only.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: p != read_only and real_access(p, mode))
+    out = ["--out", str(tmp_path / "out")]
+    cases = [
+        (["--threads", "999"], "[999] out of range: this process may use 2 CPU(s); choose "
+                               "thread counts from 1 to 2"),
+        (["--suite", "mixers", "--threads", "1,3"], "[3] out of range"),
+        (["--threads", "0"], "threads must be >= 1"),
+        (["--threads", "two"], "--threads expects comma-separated whole numbers"),
+        (["--threads", ","], "--threads ',' names nothing"),
+        (["--models", ""], "--models '' names nothing; list at least one, or leave --models out"),
+        (["--size", "32"], "size 32 does not fit efficientformer_l1, which takes 193-224 px "
+                           "only"),
+        (["--models", "xs", "--size", "16"], "needs at least 32 px"),
+        (["--suite", "mixers", "--size", "16"], "needs at least 32 px"),
+        (["--models", "xs", "--repeats", "0"], "must be >= 1"),
+        (["--suite", "train", "--size", "64"], "--size: not used by --suite train"),
+        (["--suite", "train", "--models", "xs,s"], "--suite train times one model"),
+        (["--suite", "mixers", "--models", "xs", "--compile"],
+         "--compile, --models: not used by --suite mixers"),
+        (["--data", str(tmp_path)], "--data: not used by --suite latency"),
+        (["--int8", "--no-onnx"], "drop one of them"),
+        (["--out", str(a_file)], "is a file, not a folder"),
+        (["--out", str(a_file / "sub")], "is a file, so no folder can be made there"),
+        (["--out", str(tmp_path / "latency.md")], "looks like a file name, but --out is a "
+                                                  "folder"),
+        (["--out", str(read_only / "new")], "is not writable"),
+    ]
+    for argv, message in cases:
+        assert main(["bench", *argv, *([] if "--out" in argv else out)]) == 1, argv
+        err = capsys.readouterr().err
+        assert err.startswith("swiftlearn bench: error:") and err.count("\n") == 1, err
+        assert message in err, (argv, err)
+    monkeypatch.setattr(latency, "_timm", lambda: None)
+    assert main(["bench", *out, "--models", "mobilevitv2_050"]) == 1
+    assert "need timm, which is not installed" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    common.check_threads([1, 2])  # every usable CPU is fine
+
+
+def test_size_limits_are_what_the_peers_accept():
+    timm = pytest.importorskip("timm", reason="timm is in the dev extra")
+    assert bench.size_range(bench.DEFAULT_MODELS) == (193, 224)
+    assert bench.size_range(["swiftformer_xs", "mobilevitv2_050"]) == (32, None)
+    peer = timm.create_model("efficientformer_l1").eval()
+    with torch.inference_mode():
+        for size in bench.PEER_SIZES["efficientformer_l1"]:
+            peer(torch.zeros(1, 3, size, size))
+        for size in (192, 225):
+            with pytest.raises(RuntimeError):
+                peer(torch.zeros(1, 3, size, size))
+
+
 def test_cli_is_registered_and_runs(monkeypatch, tmp_path):
     import swiftlearn.bench.latency as latency
 

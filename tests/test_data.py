@@ -356,6 +356,16 @@ def test_cache_skips_broken_symlinks_and_scales_16_bit_images(fake_root, tmp_pat
     assert abs(np.asarray(D.load_rgb(folder / "n01440764_0.png")).mean() - 128) < 2
 
 
+def test_load_photos_scales_16_bit_images_like_the_training_data(tmp_path, monkeypatch):
+    ramp = np.linspace(0, 65535, 48 * 48).reshape(48, 48).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "ramp.png")  # I;16, which PIL's convert clips
+    monkeypatch.setenv("SWIFTLEARN_PHOTOS", str(tmp_path))
+    (photo,) = D.load_photos()
+    assert photo.image.shape == (48, 48, 3) and (photo.image == 255).mean() < 0.05
+    want = np.repeat((ramp / 257).round()[..., None], 3, axis=-1)
+    assert np.abs(photo.image.astype(float) - want).max() <= 1
+
+
 def test_cache_follows_edits_to_the_noisy_labels(fake_root, tmp_path):
     root = _copy(fake_root, tmp_path)
     cache = tmp_path / "cache"

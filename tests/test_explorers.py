@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime
 import io
 import math
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -211,6 +213,40 @@ def test_upload_and_path_add_a_photo_and_select_it(tmp_path, model):
         e.upload.value = ({"name": "x.png", "type": "image/png", "size": 3,
                            "content": memoryview(b"not a png"), "last_modified": NOW},)
     assert "not an image" in e.error.value
+
+
+def _png16_rgb(rgb16: np.ndarray) -> bytes:
+    """A 16-bit-per-channel RGB PNG, encoded by hand: PIL cannot write one."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+
+    h, w, _ = rgb16.shape
+    raw = b"".join(b"\0" + row.astype(">u2").tobytes() for row in rgb16)  # filter 0 per row
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def test_16_bit_pngs_load_like_their_8_bit_versions(tmp_path):
+    photo = _photo(3)
+    grey = tmp_path / "grey16.png"
+    Image.fromarray(photo[..., 0].astype(np.uint16) * 257).save(grey)
+    rgb = tmp_path / "rgb16.png"
+    rgb.write_bytes(_png16_rgb(photo.astype(np.uint16) * 257))
+    with Image.open(grey) as im:
+        assert im.mode == "I;16"  # the mode PIL's own convert("RGB") clips to white
+    cases = {grey: np.repeat(photo[..., :1], 3, axis=-1), rgb: photo}
+    for path, want in cases.items():
+        with Image.open(path) as im:
+            sources = (path, path.read_bytes(), im.copy())
+        for source in sources:
+            got = ex.load_image(source)
+            assert got.dtype == np.uint8 and (got == 255).mean() < 0.05, "mostly white"
+            assert np.abs(got.astype(int) - want).max() <= 1
+    e = ex.AttentionExplorer(PHOTOS)
+    assert e.add_photo(grey) == "grey16.png"
+    want = ex.viz.square(cases[grey], ex.SIZE).astype(int)
+    assert np.abs(e.photos["grey16.png"].astype(int) - want).max() <= 1
 
 
 def test_classify_top5_is_the_model_ranking(model):

@@ -521,6 +521,48 @@ def test_cli_train_refuses_an_existing_run_and_broken_checkpoints(tmp_path, caps
     assert "--teacher" in capsys.readouterr().err and not (tmp_path / "t").exists()
 
 
+def test_cli_train_refuses_options_the_run_would_ignore(monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    from swiftlearn.train.recipes import RECIPES
+
+    # recipes of our own: the real ones' values may change
+    monkeypatch.setitem(RECIPES, "quick", dict(epochs=3, img_size=96, mixup=0.0, cutmix=0.0,
+                                               resize_schedule=[[0, 64], [2, 96]]))
+    monkeypatch.setitem(RECIPES, "long", dict(epochs=100, time_budget_min=60.0,
+                                              resize_schedule=[[0, 96], [50, 128]]))
+    ran = []
+    monkeypatch.setattr(train_cli, "fit", lambda config, **kw: ran.append(config) or
+                        SimpleNamespace(history=[], out=config.out))
+
+    def refused(*argv) -> str:
+        assert train_cli.main(["train", *argv]) == 1 and not ran
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("python -m swiftlearn.train train: error:")
+        return err
+
+    assert "--formulation softmax has no effect with --mixer mhsa" in refused(
+        "--mixer", "mhsa", "--formulation", "softmax")
+    err = refused("--recipe", "quick", "--img-size", "32")
+    assert "--img-size 32 has no effect: the quick recipe's progressive resizing (0:64,2:96)" in err
+    assert "--progressive 0:32" in err
+    assert "--mix-prob 0.5 has no effect" in refused("--recipe", "quick", "--mix-prob", "0.5")
+    assert "without --teacher" in refused("--teacher-model", "swiftformer_s")
+    assert "--epochs does not count epochs under the long recipe's 60-minute time budget" in \
+        refused("--recipe", "long", "--epochs", "10")
+    assert "--progressive does not count epochs" in refused("--recipe", "long", "--progressive",
+                                                            "0:96,10:128")
+    assert "percentages" in refused("--recipe", "quick", "--time-budget", "10")
+    # what the flags say is what runs
+    for argv in (["--mixer", "fastformer", "--formulation", "softmax"],
+                 ["--recipe", "quick", "--img-size", "32", "--progressive", ""],
+                 ["--recipe", "quick", "--img-size", "32", "--progressive", "0:32"],
+                 ["--recipe", "long", "--epochs", "10", "--time-budget", "0"],
+                 ["--recipe", "quick", "--time-budget", "10", "--progressive", "0:64,50:96"]):
+        assert train_cli.main(["train", *argv]) == 0
+    assert [c.size_at(0) for c in ran[1:3]] == [32, 32] and ran[3].time_budget_min == 0
+
+
 def test_cli_evaluate_checks_json_and_checkpoint_before_evaluating(tmp_path, capsys,
                                                                   monkeypatch):
     def never(*args, **kwargs):

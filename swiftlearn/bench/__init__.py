@@ -26,16 +26,18 @@ from .common import machine_info
 from .latency import (
            BACKENDS,
            DEFAULT_MODELS,
+           PEER_SIZES,
            PEERS,
            REFERENCE,
            Entry,
            _timm,  # noqa: F401  (notebook 04 asks it whether timm is installed)
            run_latency,
+           size_range,
 )
 from .mixers import MIXER_VARIANTS, run_mixers
 from .report import to_markdown, write
 from .throughput import benchmark_throughput, run_train
 
-__all__ = ["BACKENDS", "DEFAULT_MODELS", "MIXER_VARIANTS", "PEERS", "REFERENCE", "Entry",
-           "add_cli", "benchmark_throughput", "machine_info", "run_latency", "run_mixers",
-           "run_train", "to_markdown", "write"]
+__all__ = ["BACKENDS", "DEFAULT_MODELS", "MIXER_VARIANTS", "PEERS", "PEER_SIZES", "REFERENCE",
+           "Entry", "add_cli", "benchmark_throughput", "machine_info", "run_latency", "run_mixers",
+           "run_train", "size_range", "to_markdown", "write"]

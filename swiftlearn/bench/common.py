@@ -14,8 +14,37 @@ import torch
 from torch import nn
 
 from ..measure import count_flops
+from ..model import MIN_SIZE
 
-__all__ = ["machine_info", "params_gmacs", "summary", "time_calls"]
+__all__ = ["check_size", "check_threads", "machine_info", "params_gmacs", "summary", "time_calls",
+           "usable_cpus"]
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on: its affinity mask where the OS has one (taskset or a
+    container's cpuset can make it smaller than ``os.cpu_count()``)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def check_threads(threads) -> None:
+    """Refuse thread counts outside 1..:func:`usable_cpus`, before anything is built: threads
+    beyond the cores only time their contention (999 threads on 2 cores took the load average
+    to 214)."""
+    cpus = usable_cpus()
+    bad = [t for t in threads if not 1 <= t <= cpus]
+    if bad:
+        raise ValueError(f"thread count(s) {bad} out of range: this process may use {cpus} "
+                         f"CPU(s); choose thread counts from 1 to {cpus}")
+
+
+def check_size(size: int) -> None:
+    """Refuse an input side SwiftFormer cannot take, before any model is built (else a torch
+    shape error ends the run midway)."""
+    if size < MIN_SIZE:
+        raise ValueError(f"size {size} is too small: SwiftFormer downsamples 32x and needs at "
+                         f"least {MIN_SIZE} px; choose a size >= {MIN_SIZE}")
 
 
 def machine_info() -> dict:

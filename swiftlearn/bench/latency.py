@@ -16,14 +16,19 @@ from torch import nn
 
 from ..model import MIN_SIZE, VARIANTS, create_model
 from ..utils import require
-from .common import machine_info, params_gmacs, summary, time_calls
+from .common import check_size, check_threads, machine_info, params_gmacs, summary, time_calls
 
-__all__ = ["BACKENDS", "DEFAULT_MODELS", "PEERS", "REFERENCE", "Entry", "run_latency"]
+__all__ = ["BACKENDS", "DEFAULT_MODELS", "PEERS", "PEER_SIZES", "REFERENCE", "Entry",
+           "run_latency", "size_range"]
 
 REFERENCE = "timm/swiftformer_xs/eager"
 PEERS = ("mobilevitv2_050", "mobilevitv2_075", "mobilevitv2_100", "efficientformer_l1")
 DEFAULT_MODELS = tuple(VARIANTS) + PEERS
 BACKENDS = ("eager", "fused", "fused+compile", "onnxruntime", "onnxruntime int8")
+#: input sides (min, max) of the peers narrower than SwiftFormer's (any >= MIN_SIZE; as are
+#: MobileViT-v2's): EfficientFormer-L1's last-stage attention biases are built for a 7x7 map,
+#: so it takes only sizes whose 32x-downsampled side is 7
+PEER_SIZES = {"efficientformer_l1": (193, 224)}
 PAPER_IPHONE14_MS = {"swiftformer_xs": 0.7, "swiftformer_s": 0.8, "swiftformer_l1": 1.1,
                      "swiftformer_l3": 1.9}
 
@@ -47,6 +52,25 @@ class Entry:
     @property
     def key(self) -> str:
         return f"{self.impl}/{self.model}/{self.backend}"
+
+
+def size_range(models: Sequence[str]) -> tuple[int, int | None]:
+    """The input sides every one of ``models`` accepts: ``(min, max)``, max None for no limit."""
+    limits = [PEER_SIZES[m] for m in models if m in PEER_SIZES]
+    return (max([MIN_SIZE] + [lo for lo, _ in limits]),
+            min((hi for _, hi in limits), default=None))
+
+
+def _check_size(models: Sequence[str], size: int) -> None:
+    """Refuse a size some model cannot run, naming the range, before any model is built (else
+    a torch shape error ends the run midway)."""
+    check_size(size)
+    for m in models:
+        if m in PEER_SIZES and not PEER_SIZES[m][0] <= size <= PEER_SIZES[m][1]:
+            (lo, hi), (lo_all, hi_all) = PEER_SIZES[m], size_range(models)
+            raise ValueError(f"size {size} does not fit {m}, which takes {lo}-{hi} px only (its "
+                             "attention is built for a 7x7 last-stage map); choose a size from "
+                             f"{lo_all} to {hi_all}, or leave {m} out of the models")
 
 
 def _timm():
@@ -177,7 +201,8 @@ def run_latency(models: Sequence[str] = DEFAULT_MODELS, threads: Sequence[int] =
         threads: intra-op thread counts to measure, one after the other.
         rounds, repeats, warmup: ``rounds`` interleaved rounds of ``repeats`` timed calls per
             entry, after ``warmup`` untimed calls.
-        size: square input side.
+        size: square input side; every model must take it (:func:`size_range`:
+            EfficientFormer-L1 only 193-224 px).
         compile: add ``torch.compile`` of the fused models (slow to compile: ~1 min each).
         onnx: add ONNX Runtime rows when ``swiftlearn.export`` and onnxruntime are available.
         int8: with ``onnx``, add the static int8 ONNX Runtime rows
@@ -186,12 +211,17 @@ def run_latency(models: Sequence[str] = DEFAULT_MODELS, threads: Sequence[int] =
             random pictures.
     """
     unknown = [m for m in models if m not in VARIANTS and m not in PEERS]
+    if not models:
+        raise ValueError(f"no models given; choose from {list(DEFAULT_MODELS)}")
     if unknown:
         raise ValueError(f"unknown model(s) {unknown}; choose from {list(DEFAULT_MODELS)}")
     if min(rounds, repeats, *threads) < 1 or warmup < 0:
         raise ValueError("rounds, repeats and threads must be >= 1, warmup >= 0")
-    if size < MIN_SIZE:
-        raise ValueError(f"size must be >= {MIN_SIZE}, got {size}")
+    check_threads(threads)
+    _check_size(models, size)
+    if _timm() is None and not any(m in VARIANTS for m in models):
+        raise ValueError(f"the timm peers {list(models)} need timm, which is not installed: "
+                         "pip install -e \".[dev]\", or add a SwiftFormer to the models")
     notes: list[str] = []
     info = machine_info()
     saved_threads = torch.get_num_threads()

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import torch
 
 from ..model import create_model
-from .common import machine_info, params_gmacs, summary, time_calls
+from .common import check_size, check_threads, machine_info, params_gmacs, summary, time_calls
 
 __all__ = ["MIXER_VARIANTS", "run_mixers"]
 
@@ -43,6 +43,8 @@ def run_mixers(variants: Sequence[str] = tuple(MIXER_VARIANTS), threads: Sequenc
                          f"{list(MIXER_VARIANTS)}")
     if min(rounds, repeats, *threads) < 1 or warmup < 0:
         raise ValueError("rounds, repeats and threads must be >= 1, warmup >= 0")
+    check_threads(threads)
+    check_size(size)
     info = machine_info()
     nets = {}
     for name in variants:

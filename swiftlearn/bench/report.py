@@ -6,7 +6,9 @@ import json
 import os
 from pathlib import Path
 
-__all__ = ["to_markdown", "write"]
+from ..utils import check_writable
+
+__all__ = ["check_out", "to_markdown", "write"]
 
 _LABELS = {"swiftformer_xs": "SwiftFormer-XS", "swiftformer_s": "SwiftFormer-S",
            "swiftformer_l1": "SwiftFormer-L1", "swiftformer_l3": "SwiftFormer-L3"}
@@ -85,11 +87,25 @@ def _train_markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def check_out(out: str | os.PathLike, suite: str) -> tuple[Path, Path]:
+    """The two files :func:`write` makes in the folder ``out``, or a one-line ValueError if they
+    cannot be written: checked before a benchmark runs, so that minutes of timing are not lost
+    to a bad path at the end. Nothing is created."""
+    out = Path(out).expanduser()
+    if not out.exists() and out.suffix.lower() in (".md", ".json"):
+        raise ValueError(f"--out {out} looks like a file name, but --out is a folder (it gets "
+                         f"{suite}.md and {suite}.json); pass a folder, e.g. {out.parent}")
+    check_writable(out, "--out", kind="dir")
+    files = out / f"{suite}.md", out / f"{suite}.json"
+    for f in files:
+        check_writable(f, "--out")
+    return files
+
+
 def write(result: dict, out: str | os.PathLike) -> tuple[Path, Path]:
     """Write ``<out>/<suite>.md`` and ``<out>/<suite>.json``; returns both paths."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    md, js = out / f"{result['suite']}.md", out / f"{result['suite']}.json"
+    md, js = check_out(out, result["suite"])
+    md.parent.mkdir(parents=True, exist_ok=True)
     md.write_text(to_markdown(result))
     js.write_text(json.dumps(result, indent=2) + "\n")
     return md, js

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .datasets import _as_rgb
 from .imagenette import _IMAGE_SUFFIXES, IMAGENETTE_CLASSES, find_root
 
 _SKIMAGE_PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")  # shipped inside scikit-image
@@ -59,7 +60,8 @@ def load_photos(n: int | None = None) -> list[Photo]:
         n: how many (default: all that were found).
 
     Returns:
-        A list of :class:`Photo`, RGB uint8 (greyscale images are converted).
+        A list of :class:`Photo`, RGB uint8 (greyscale images are converted, 16-bit ones
+        scaled to 8 bits as for training).
     """
     if n is not None and n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
@@ -68,7 +70,7 @@ def load_photos(n: int | None = None) -> list[Photo]:
     if files:
         for path in files[: n or len(files)]:
             with Image.open(path) as im:
-                image = np.asarray(im.convert("RGB"))
+                image = np.asarray(_as_rgb(im))  # the training data's conversion (16-bit PNGs)
             name = path.stem.split("_", 1)[-1].replace("_", " ") if path.stem.startswith("n0") \
                 else path.stem
             photos.append(Photo(name, image, f"{source}:{path.name}"))

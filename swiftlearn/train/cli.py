@@ -29,6 +29,51 @@ def _option_type(f: dataclasses.Field):
     return f.metadata.get("parse") or _TYPES.get(str(f.type), str)
 
 
+#: the mixers whose attention has a token-weight formulation (``swiftlearn.blocks.build_mixer``)
+_FORMULATION_MIXERS = ("additive", "fastformer")
+
+
+def _refuse_ignored(config: TrainConfig, given: dict, recipe: str | None) -> None:
+    """Raise a one-line ValueError, before any data is read, for an option given on the command
+    line that the run would ignore, or whose meaning a recipe value silently changes: config.json
+    records every value, so an ignored one would misstate how the model was trained."""
+    schedule = config.resize_schedule
+    starts = ",".join(f"{e}:{s}" for e, s in schedule)
+    by = f"the {recipe} recipe's" if recipe and "resize_schedule" not in given else "the"
+    if "formulation" in given and config.mixer not in _FORMULATION_MIXERS:
+        raise ValueError(f"--formulation {config.formulation} has no effect with --mixer "
+                         f"{config.mixer} (only the additive and fastformer attention weight "
+                         "their tokens); drop --formulation or choose one of those mixers")
+    if ("img_size" in given and schedule and schedule[0][0] == 0
+            and schedule[0][1] != config.img_size):
+        raise ValueError(f"--img-size {config.img_size} has no effect: {by} progressive "
+                         f"resizing ({starts}) sets the training size from the start; give "
+                         f"--progressive 0:{config.img_size} to train at {config.img_size} px, "
+                         "or --progressive '' to train at --img-size throughout")
+    if "mix_prob" in given and config.mixup == 0 and config.cutmix == 0:
+        raise ValueError(f"--mix-prob {config.mix_prob} has no effect: mixup and CutMix are off; "
+                         "turn one on (e.g. --mixup 0.2 or --cutmix 1.0) or drop --mix-prob")
+    if "teacher_model" in given and not config.teacher:
+        raise ValueError("--teacher-model has no effect without --teacher (the teacher's "
+                         "checkpoint); add --teacher or drop --teacher-model")
+    if not (recipe and config.time_budget_min):
+        return
+    # a time budget makes --progressive starts percentages and --epochs a mere upper bound
+    if RECIPES[recipe].get("time_budget_min") and "time_budget_min" not in given \
+            and ("epochs" in given or "resize_schedule" in given):
+        name = "--epochs" if "epochs" in given else "--progressive"
+        raise ValueError(f"{name} does not count epochs under the {recipe} recipe's "
+                         f"{config.time_budget_min:g}-minute time budget (the cosine and the "
+                         "resizing follow the budget used: --progressive starts are percentages, "
+                         "--epochs only stops the run early); add --time-budget 0 to count in "
+                         "epochs, or give --time-budget yourself to keep a budget")
+    if not RECIPES[recipe].get("time_budget_min") and "resize_schedule" not in given \
+            and any(e > 0 for e, _ in schedule):
+        raise ValueError(f"--time-budget would make the {recipe} recipe's progressive resizing "
+                         f"({starts}, starts in epochs) start at those percentages of the budget; "
+                         "give --progressive with percentage starts as well")
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     given = {f.name: getattr(args, f.name) for _, f in cli_fields()
              if getattr(args, f.name) is not None}
@@ -54,6 +99,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config = from_recipe(args.recipe, **given)
     else:
         config = TrainConfig.from_dict(given)
+    _refuse_ignored(config, given, args.recipe)
     result = fit(config, resume=path or False, progress=not args.quiet,
                  overwrite=args.overwrite)
     if result.history and "val_top1" in result.history[-1]:
@@ -102,7 +148,9 @@ def add_cli(subparsers) -> None:
                        help=f.metadata["help"] + shown)
     p.add_argument("--recipe", choices=sorted(RECIPES), default=None,
                    help="start from a named recipe (quick: ~15 min on 2 CPU cores; long: the "
-                   "committed 90.3%% model); options given beside it override it")
+                   "committed 90.3%% model); options given beside it override it, and one that "
+                   "the recipe would make ignored (--img-size under its progressive resizing) "
+                   "or reinterpret (--epochs under its time budget) is refused")
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
     p.add_argument("--resume", default=None, metavar="RUN_OR_CKPT",
                    help="continue a run folder (its last.pt) or a checkpoint file")
