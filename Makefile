@@ -7,7 +7,10 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 NOTEBOOKS := $(sort $(wildcard notebooks/0*.ipynb))
-export SWIFTLEARN_DATA ?= $(firstword $(wildcard ../shared/data/imagenette2-224))
+# Imagenette beside the clone (the project's machines keep it in ../shared), as an ABSOLUTE path:
+# nbval runs each notebook from notebooks/, where a relative one would not resolve. Empty when
+# absent; a SWIFTLEARN_DATA of your own wins. Everything else the recipes pass is absolute too.
+export SWIFTLEARN_DATA ?= $(abspath $(firstword $(wildcard $(CURDIR)/../shared/data/imagenette2-224)))
 
 .DEFAULT_GOAL := help
 .PHONY: help install lab test test-unit test-notebooks test-browser notebooks figures diagrams bench lint format clean
@@ -68,7 +71,7 @@ figures: ## after `make notebooks`: refresh the README's figures in assets/figur
 	@for f in $(README_FIGURES); do cp -v $(FIGURES_OUT)/$$f assets/figures/$$f; done
 
 diagrams: $(STAMP) ## redraw the diagrams in assets/figures/diagrams/ (swiftlearn.diagrams)
-	.venv/bin/python -m swiftlearn.diagrams assets/figures/diagrams
+	$(BIN)/python -m swiftlearn.diagrams assets/figures/diagrams
 
 bench: $(STAMP) ## latency table against the peers + training throughput -> assets/bench/
 	$(BIN)/swiftlearn bench --compile --out assets/bench
