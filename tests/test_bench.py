@@ -185,6 +185,10 @@ def test_train_suite_calls_benchmark_throughput(monkeypatch, tmp_path):
                 "trainer": {"images_per_s": 9.0, "data_share": 0.2}, "ratio": 0.9}
 
     monkeypatch.setattr(throughput, "benchmark_throughput", fake)
+    import swiftlearn.bench.train_profile as train_profile
+
+    monkeypatch.setattr(train_profile, "profile_training", lambda *a, **k: calls.update(
+        profiled=a, compile=k["compile"]))
     args = build_parser().parse_args(["bench", "--suite", "train", "--quick", "--models", "s",
                                       "--out", str(tmp_path)])
     assert args.func(args) == 0
@@ -192,6 +196,7 @@ def test_train_suite_calls_benchmark_throughput(monkeypatch, tmp_path):
     md = (tmp_path / "train.md").read_text()
     assert "| plain | 10.0 | 10% |" in md and "ratio=0.9" in md
     assert "Data: synthetic." in md and "data" not in calls
+    assert calls["profiled"] == ("swiftformer_s", (64,)) and calls["compile"] is False
 
     # --data: both loops get the real (here: fake) training images from the decoded cache
     from swiftlearn.data import CachedImages, synthetic_imagenette
@@ -259,3 +264,27 @@ def test_mixers_suite_reports_every_variant(tmp_path):
     args = build_parser().parse_args(["bench", "--suite", "mixers", "--quick", "--size", "64",
                                       "--out", str(tmp_path)])
     assert args.func(args) == 0 and (tmp_path / "mixers.md").is_file()
+
+
+def test_profile_training_splits_the_real_step_and_reads_the_variants(monkeypatch):
+    """The phases add up to the step, every variant is timed, the op classes are filled, and
+    the report has the tables (tiny: batch 4 at 32 px)."""
+    from swiftlearn.bench.report import _profile_markdown
+    from swiftlearn.bench.train_profile import PHASES, _op_class, profile_training
+
+    prof = profile_training("swiftformer_xs", (32,), batch_size=4, steps=1, warmup=1, rounds=1)
+    d = prof["sizes"]["32"]
+    names = {"baseline", "batch 8", "channels-last off", "AdamW for-loop", "AdamW fused"}
+    assert names <= set(d["rows"])
+    base = d["rows"]["baseline"]
+    assert set(base["phases_ms"]) == set(PHASES)
+    assert abs(sum(base["phases_ms"].values()) - base["ms_per_step"]) < 1e-6
+    assert all(v > 0 for v in base["phases_ms"].values())
+    assert d["rows"]["batch 8"]["images_per_s"] > 0 and d["speedup_vs_baseline"]["baseline"] == 1
+    assert "convolution" in d["op_classes_ms"] and d["train_flops_per_image"] > 0
+    assert 0 < d["peak_share"] < 1
+    md = "\n".join(_profile_markdown(prof, {"load_average_start": 0.1}))
+    assert "| AdamW fused |" in md and "GFLOPs per training image" in md
+    assert _op_class("aten::mkldnn_convolution") == "convolution"
+    assert _op_class("aten::_foreach_mul_") == "optimizer (_foreach)"
+    assert _op_class("aten::addmm") == "matmul / linear"

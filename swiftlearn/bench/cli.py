@@ -18,7 +18,7 @@ __all__ = ["add_cli"]
 #: does not read it is refused, since the run would silently ignore it
 _READS = {"latency": {"models", "threads", "repeats", "rounds", "size", "compile", "no_onnx",
                       "int8", "data"},
-          "train": {"models", "data", "cache_dir"},
+          "train": {"models", "data", "cache_dir", "compile"},
           "mixers": {"threads", "repeats", "rounds", "size"}}
 
 
@@ -92,7 +92,8 @@ def _cmd(args: argparse.Namespace) -> int:
                             warmup=1 if args.quick else 5, progress=True)
     elif args.suite == "train":
         result = run_train(models[0] if models else "swiftformer_xs", quick=args.quick,
-                           data_root=args.data, cache_dir=args.cache_dir)
+                           data_root=args.data, cache_dir=args.cache_dir, compile=args.compile,
+                           progress=True)
     else:
         models = models or (["swiftformer_xs"] if args.quick else list(DEFAULT_MODELS))
         threads = threads or ([1] if args.quick else [t for t in (1, 2) if t <= usable_cpus()])
@@ -128,7 +129,9 @@ def add_cli(subparsers) -> None:
     p.add_argument("--size", type=int, help="input side in pixels (default 224); at least 32 "
                    f"(SwiftFormer downsamples 32x), {lo}-{hi} with efficientformer_l1 (its "
                    "attention is built for a 7x7 last-stage map)")
-    p.add_argument("--compile", action="store_true", help="add torch.compile of the fused models")
+    p.add_argument("--compile", action="store_true", help="latency: add torch.compile of the "
+                   "fused models; train: add torch.compile of the training step, with an empty "
+                   "and then a warm inductor cache (minutes on two cores)")
     p.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime rows")
     p.add_argument("--int8", action="store_true", help="add static int8 ONNX Runtime rows "
                    "(swiftlearn export --quantize int8; calibrated on --data images if given)")

@@ -84,7 +84,63 @@ def _train_markdown(result: dict) -> str:
     lines += ["", "Settings: " + ", ".join(f"{k}={v}" for k, v in extra.items())]
     if "data" in result["settings"]:
         lines += [f"Data: {result['settings']['data']}."]
+    if result.get("profile"):
+        lines += _profile_markdown(result["profile"], m)
     return "\n".join(lines) + "\n"
+
+
+def _profile_markdown(prof: dict, machine: dict) -> list[str]:
+    """Where the step's time goes (phases, op classes), the variants and the peak share."""
+    from .train_profile import PHASES
+
+    peak, s = prof["peak"], prof["settings"]
+    lines = ["", "## Where a training step's time goes", "",
+             f"The trainer's step (batch {s['batch_size']}, {prof['threads']} threads, "
+             f"channels-last, {s['amp']} precision, EMA) phase by phase; best of "
+             f"{s['rounds']} interleaved rounds of {s['steps']} steps after {s['warmup']} "
+             "warm-up steps; load average "
+             f"{machine.get('load_average_start')} -> {machine.get('load_average_end')}.", ""]
+    sizes = list(prof["sizes"])
+    head = ["variant"] + [f"{z} px: images/s" for z in sizes] + [f"{z} px: vs baseline"
+                                                                  for z in sizes]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    names = list(prof["sizes"][sizes[0]]["rows"])
+    for name in names:
+        cells = [name]
+        for z in sizes:
+            row = prof["sizes"][z]["rows"].get(name, {})
+            cell = f"{row['images_per_s']:.0f}" if "images_per_s" in row else \
+                row.get("error", "-")
+            if "warmup_s" in row:
+                cell += f" (warm-up {row['warmup_s']:.0f} s)"
+            cells.append(cell)
+        for z in sizes:
+            sp = prof["sizes"][z]["speedup_vs_baseline"].get(name)
+            cells.append(f"{sp:.2f}x" if sp is not None else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Phases of the baseline step (ms per step, share):", "",
+              "| size | " + " | ".join(PHASES) + " | total |", "|" + "---|" * (len(PHASES) + 2)]
+    for z in sizes:
+        ph = prof["sizes"][z]["rows"]["baseline"]["phases_ms"]
+        total = sum(ph.values())
+        lines.append(f"| {z} px | " + " | ".join(f"{ph[k]:.0f} ({ph[k] / total:.0%})"
+                                                for k in PHASES) + f" | {total:.0f} |")
+    lines += ["", "Op classes (self CPU ms per step of the baseline, torch.profiler):", ""]
+    for z in sizes:
+        oc = prof["sizes"][z]["op_classes_ms"]
+        total = sum(oc.values())
+        lines.append(f"- {z} px: " + ", ".join(f"{k} {v:.0f} ({v / total:.0%})"
+                                              for k, v in oc.items()))
+    lines += ["", f"Arithmetic against the peak (estimate: {peak['basis']} at "
+              f"{peak['ghz']:.2f} GHz = {peak['flops_per_s_per_core'] / 1e9:.0f} GFLOP/s a "
+              f"core; flags {', '.join(peak['flags'])}):", ""]
+    for z in sizes:
+        d = prof["sizes"][z]
+        lines.append(f"- {z} px: {d['train_flops_per_image'] / 1e9:.2f} GFLOPs per training "
+                     f"image (3x the forward) x {d['rows']['baseline']['images_per_s']:.0f} "
+                     f"images/s = {d['achieved_flops_per_s'] / 1e9:.1f} GFLOP/s, "
+                     f"{d['peak_share']:.1%} of {prof['threads']} cores' peak")
+    return lines
 
 
 def check_out(out: str | os.PathLike, suite: str) -> tuple[Path, Path]:

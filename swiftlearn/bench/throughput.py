@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import torch
@@ -131,18 +132,33 @@ def benchmark_throughput(model: str = "swiftformer_xs", data: CachedImages | Non
 
 
 def run_train(model: str = "swiftformer_xs", quick: bool = False, data_root=None,
-              cache_size: int = 176, cache_dir=None, **kwargs) -> dict:
-    """The ``train`` suite: :func:`benchmark_throughput`, on real images when ``data_root``.
+              cache_size: int = 176, cache_dir=None, profile: bool = True,
+              compile: bool = False, sizes=(64, 96), progress: bool = False, **kwargs) -> dict:
+    """The ``train`` suite: :func:`benchmark_throughput`, on real images when ``data_root``,
+    then (``profile``) where the step's time goes at each of ``sizes``
+    (:func:`~swiftlearn.bench.train_profile.profile_training`; ``compile`` adds the
+    ``torch.compile`` rows, cold and warm cache, minutes each on two cores).
 
     With ``data_root`` (an Imagenette root) both loops read the real training images from the
     decoded cache at ``cache_size`` px (built on first use); without it, synthetic images.
     """
+    from .train_profile import profile_training
+
+    profile_kw = {"steps": 8, "warmup": 3, "rounds": 2}
     if quick:
         kwargs = {"steps": 2, "warmup": 1, "rounds": 1, "batch_size": 8, **kwargs}
+        profile_kw, sizes = {"steps": 1, "warmup": 1, "rounds": 1}, sizes[:1]
     settings = {"model": model, **kwargs, "data": "synthetic"}
     if data_root is not None:
         kwargs["data"] = load_cached(data_root, "train", size=cache_size, cache_dir=cache_dir)
         settings["data"] = (f"Imagenette train ({len(kwargs['data'])} images, decoded cache at "
                             f"{cache_size} px)")
+    machine = machine_info()
     result = benchmark_throughput(model=model, **kwargs)
-    return {"suite": "train", "machine": machine_info(), "settings": settings, "result": result}
+    out = {"suite": "train", "machine": machine, "settings": settings, "result": result}
+    if profile:
+        out["profile"] = profile_training(model, sizes, data=kwargs.get("data"), compile=compile,
+                                          progress=progress, **profile_kw)
+    if hasattr(os, "getloadavg"):
+        machine["load_average_end"] = round(os.getloadavg()[0], 2)
+    return out
