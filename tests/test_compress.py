@@ -312,7 +312,7 @@ def test_cli_exports_a_compressed_package(checkpoint, outdir, capsys):
     (["--format", "coreml", "--out", "m.mlpackage", "--compress", "int3"],
      "unknown compression 'int3'; choose one of none, int8, palette6, palette4"),
     (["--format", "onnx", "--out", "m.onnx", "--compress", "int8"],
-     "--compress int8 compresses a Core ML package; use --format coreml"),
+     "--compress is for --format coreml only (for an int8 ONNX model use --quantize int8)"),
     (["--format", "coreml", "--out", "m.mlpackage", "--compress", "palette4", "--precision",
       "float32"], "drop --precision float32"),
 ])

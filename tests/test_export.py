@@ -7,6 +7,7 @@ keep this fast; one float16 round trip runs at 224x224 on real photos.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import numpy as np
@@ -440,3 +441,158 @@ def test_onnx_export_replaces_a_file_only_when_the_new_one_loads(tmp_path, monke
     (tmp_path / "dir.onnx").mkdir()
     with pytest.raises(ValueError, match="is a folder"):
         export.to_onnx(tiny, tmp_path / "dir.onnx", 40)
+
+
+# ------------------------------------------------------------------------- litter, noise, refusals
+
+def _noisy_checkpoint(model64, path):
+    """model64 with one weight almost all zero: fewer distinct values than a 64-entry palette,
+    so scikit-learn's k-means (coremltools' choice under 10,000 values) warns when palettising."""
+    import copy
+
+    model = copy.deepcopy(model64)
+    with torch.no_grad():
+        weight = model.network[0][0].pwconv2.weight  # 9,216 values
+        weight.zero_()
+        weight.view(-1)[:10] = torch.linspace(-0.5, 0.5, 10)
+    torch.save({"model": model.state_dict(), "classes": [w for w, _ in IMAGENETTE_CLASSES],
+                "config": {"model": "swiftformer_xs", "img_size": 64, "eval_size": 0}}, path)
+    return path
+
+
+def test_cli_exports_leave_no_litter_and_no_library_noise(model64, tmp_path, monkeypatch,
+                                                          capsys):
+    """Issue 18: coremltools builds every converted and compressed model as tmp*.mlpackage in
+    the system temporary folder (ONNX Runtime's quantiser writes there too): every export must
+    leave that folder as it was, sweep the temporary sibling a killed export left beside --out
+    (and only one whose process is gone), keep coremltools' and scikit-learn's warnings off
+    stderr, and name a corrupt calibration image in one line instead of failing."""
+    import re
+    import tempfile
+    import warnings
+
+    from PIL import Image
+
+    pytest.importorskip("onnxruntime")
+    system_tmp = tmp_path / "system-tmp"
+    system_tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(system_tmp))
+    monkeypatch.setattr(tempfile, "tempdir", str(system_tmp))
+    checkpoint = _noisy_checkpoint(model64, tmp_path / "noisy.pt")
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for i, pixels in enumerate(export.sample_pixels(None, [(80, 80)], 10, seed=3)):
+        Image.fromarray(pixels[0].permute(1, 2, 0).byte().numpy()).save(calib / f"{i}.png")
+    (calib / "broken.jpg").write_bytes(b"not a picture")
+    out = tmp_path / "out"
+    out.mkdir()
+    dead, alive = 999_999_999, os.getppid()  # no such process / pytest's parent
+    stale = out / f".xs.mlpackage.{dead}.tmp" / "tmp" / "tmpkilled.mlpackage"
+    stale.mkdir(parents=True)
+    (out / f".xs_int8.onnx.{dead}.tmp").mkdir()
+    running = out / f".xs.mlpackage.{alive}.tmp"
+    running.mkdir()  # another export's, still running: not ours to delete
+    runs = {
+        "coreml": ["--format", "coreml", "--out", str(out / "xs.mlpackage")],
+        "palette6": ["--format", "coreml", "--out", str(out / "xs_p6.mlpackage"),
+                     "--compress", "palette6"],
+        "onnx": ["--format", "onnx", "--out", str(out / "xs.onnx")],
+        "int8": ["--format", "onnx", "--out", str(out / "xs_int8.onnx"), "--quantize", "int8",
+                 "--calibration-data", str(calib), "--calibration-images", "2"],
+    }
+    for name, args in runs.items():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            code = cli.main(["export", "--checkpoint", str(checkpoint), *args])
+        err = capsys.readouterr().err
+        assert code == 0, err
+        assert sorted(p.name for p in system_tmp.iterdir()) == [], name
+        noise = [f"{w.filename}: {w.message}" for w in caught
+                 if re.search(r"[/\\](coremltools|sklearn)[/\\]", w.filename)]
+        assert noise == [], name
+        if name == "int8":
+            assert err.strip().splitlines() == [
+                f"swiftlearn export: warning: skipped {calib / 'broken.jpg'}: corrupt or "
+                "unreadable, not used for calibration (delete or replace it)"]
+        else:
+            assert err == "", name
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [running.name, "xs.mlpackage", "xs.onnx", "xs_int8.onnx", "xs_p6.mlpackage"])
+    assert export.inspect_coreml(out / "xs_p6.mlpackage").op_histogram[
+        "constexpr_lut_to_dense"] == 62
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--format", "coreml", "--out", "m.onnx"], "--out for --format coreml must end in "
+     ".mlpackage"),
+    (["--format", "coreml", "--out", "m", "--compress", "int8"], "must end in .mlpackage"),
+    (["--format", "onnx", "--out", "m.onnx", "--precision", "float16"],
+     "--precision is for --format coreml only"),
+    (["--format", "onnx", "--out", "m.onnx", "--enumerated-sizes", "96", "128"],
+     "--enumerated-sizes is for --format coreml only"),
+    (["--format", "onnx", "--out", "m.onnx", "--labels", "names.txt"],
+     "--labels is for --format coreml only"),
+    (["--format", "onnx", "--out", "m.onnx", "--compress", "none"],
+     "--compress is for --format coreml only"),
+    (["--format", "onnx", "--out", "m.onnx", "--calibration-images", "50"],
+     "--calibration-images is for --quantize int8"),
+    (["--format", "coreml", "--out", "m.mlpackage", "--calibration-images", "50"],
+     "--calibration-images is for --quantize int8"),
+    (["--format", "coreml", "--out", "m.mlpackage", "--calibration-data", "."],
+     "--calibration-data is for --quantize int8"),
+])
+def test_cli_refuses_ignored_options_before_any_work(checkpoint, monkeypatch, capsys, args,
+                                                     message):
+    from swiftlearn.export import cli as export_cli
+
+    def work(*_, **__):
+        raise AssertionError("the refusal came after work began")
+
+    for name in ("import_coremltools", "require", "_load_for_export"):
+        monkeypatch.setattr(export_cli, name, work)
+    assert cli.main(["export", "--checkpoint", str(checkpoint), *args]) == 1
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_top1_agreement_is_not_meaningful_on_ties():
+    from swiftlearn.export.verify import _compare
+
+    def compare(got, ref):  # got and ref: one [1, K] logits array per input
+        probs = [torch.as_tensor(x.copy()).softmax(-1).numpy() for x in got]
+        return _compare("b", got, probs, ref, export.FP16_TOLERANCE)
+
+    flat = [np.array([[1e-4, -1e-4, 2e-4, 0.0]]), np.array([[3e-4, 1e-4, 0.0, 2e-4]])]
+    # an untrained model: near-constant logits, the export picks other classes within tolerance
+    tied = compare([x[:, ::-1] for x in flat], flat)
+    assert tied.ok and tied.n_tied == 2 and np.isnan(tied.top1_agreement)
+    assert "0%" not in str(tied) and "not meaningful" in str(tied) and str(tied).endswith("OK")
+    mixed = [np.array([[5.0, 1.0, 0.0, 0.5]]), flat[1]]
+    assert "top-1 agreement 100% on 1 of 2 inputs (1 tied)" in str(compare(mixed, mixed))
+    tol = export.FP16_TOLERANCE
+    # outside the ties a disagreement is never OK, whatever the difference says
+    swapped = export.ParityReport("b", 2, 1e-3, 1e-3, 0.0, tol)
+    assert not swapped.ok and "top-1 agreement 0% on 2 inputs -> FAILED" in str(swapped)
+
+
+def test_a_full_disk_is_one_line_naming_the_disk(checkpoint, tmp_path, monkeypatch, capsys):
+    import coremltools as ct
+
+    def full_disk(*args, **kwargs):  # what coremltools 9 raises when a weight cannot be written
+        raise RuntimeError("[MIL FileWriter]: Unknown error occurred while writing data to the "
+                           "file.")
+
+    monkeypatch.setattr(ct, "convert", full_disk)
+    out = tmp_path / "models" / "m.mlpackage"
+    code = cli.main(["export", "--checkpoint", str(checkpoint), "--format", "coreml", "--out",
+                     str(out)])
+    err = capsys.readouterr().err
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert "the disk refused to write the export in " + str(out.parent) in err
+    assert "Unknown error occurred while writing data" in err and "MB free there" in err
+    assert not out.exists() and list(out.parent.iterdir()) == []  # nothing partial
+    with pytest.raises(OSError, match="disk refused.*No space left on device"):
+        from swiftlearn.export.coreml import save_package
+
+        save_package(_FakeModel("x", fail=True), tmp_path / "n.mlpackage")
+    assert not (tmp_path / "n.mlpackage").exists()

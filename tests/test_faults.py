@@ -7,6 +7,9 @@
   checkpoint intact.
 * Hostile pickles through every loading entry point: the payload never runs.
 * Each data-loss case of issue 11: the user's files stay as they were.
+* ``kill -9`` a Core ML export right after coremltools converted, and a disk that refuses
+  its weights (issue 18): nothing in the system temporary folder, nothing partial at --out,
+  the killed export's temporary sibling swept by the next one.
 
 Everything runs on CPU with one thread, tiny data made here, no network; the module takes well
 under two minutes on two cores.
@@ -292,3 +295,75 @@ def test_exports_never_destroy_what_is_at_out(tmp_path, capsys):
         assert capsys.readouterr().err.count("\n") == 1
     assert (folder / "photo.jpg").read_bytes() == b"precious" and file.read_text() == "mine"
 
+
+
+#: the child: a Core ML export that SIGKILLs itself right after coremltools converted (its
+#: temporary tmp*.mlpackage exists then), or one on a disk that refuses the weights file
+_EXPORT_CHILD = textwrap.dedent("""
+    import os, resource, signal, sys
+    import torch
+    import coremltools as ct
+    from swiftlearn import export
+
+    out, where = sys.argv[1], sys.argv[2]
+    torch.set_num_threads(1)
+    real_convert = ct.convert
+
+    def convert_then_die(*args, **kwargs):
+        real_convert(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    if where == "kill":
+        ct.convert = convert_then_die
+    else:  # a write past 64 kB fails with EFBIG, as on a full disk (the weights are 128 kB)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 16, 1 << 16))
+    tiny = torch.nn.Sequential(torch.nn.Conv2d(3, 64, 3), torch.nn.AdaptiveAvgPool2d(1),
+                               torch.nn.Flatten(), torch.nn.Linear(64, 1000)).eval()
+    try:
+        export.to_coreml(tiny, out, 40, precision="float32")
+    except OSError as e:
+        print(e.strerror, file=sys.stderr)
+        sys.exit(1)
+""")
+
+
+def _tiny_classifier() -> torch.nn.Module:
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1),
+                               torch.nn.Flatten()).eval()
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="needs RLIMIT_FSIZE")
+@pytest.mark.parametrize("where", ["kill", "full disk"])
+def test_a_killed_or_refused_core_ml_export_leaves_nothing_outside_its_folder(tmp_path, where):
+    """Issue 18: coremltools' temporary packages used to land in the system temporary folder
+    and stay there when the export was killed. They now live in the export's temporary sibling
+    of --out, which the next export sweeps; a refused write is one line naming the disk."""
+    pytest.importorskip("coremltools")
+    system_tmp, torch_cache = tmp_path / "system-tmp", tmp_path / "torch-cache"
+    system_tmp.mkdir()
+    out = tmp_path / "models" / "m.mlpackage"
+    script = tmp_path / "export_child.py"
+    script.write_text(_EXPORT_CHILD)
+    # torch keeps its own compile cache in TMPDIR (created when torch._dynamo is imported): not
+    # an export's temporary, so it goes elsewhere here
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(system_tmp),
+           "TORCHINDUCTOR_CACHE_DIR": str(torch_cache)}
+    proc = subprocess.run([sys.executable, str(script), str(out), where], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert list(system_tmp.iterdir()) == []
+    assert not out.exists()
+    if where == "full disk":
+        assert proc.returncode == 1, proc.stderr[-2000:]
+        message = proc.stderr.strip().splitlines()[-1]
+        assert f"the disk refused to write the export in {out.parent}" in message
+        assert "MB free there" in message
+        assert list(out.parent.iterdir()) == []
+        return
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    [stale] = out.parent.iterdir()  # the killed export's temporary sibling, holding it all
+    assert stale.name.startswith(".m.mlpackage.") and list(stale.rglob("tmp*.mlpackage"))
+    from swiftlearn import export
+
+    export.to_coreml(_tiny_classifier(), out, 40)  # the next export sweeps it
+    assert [p.name for p in out.parent.iterdir()] == ["m.mlpackage"]

@@ -94,6 +94,29 @@ def test_calibration_errors_are_one_clear_line(tmp_path):
         q.calibration_images(tmp_path, n=0)
 
 
+def test_calibration_skips_unreadable_images_and_names_each(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(
+            tmp_path / f"{i}.png")
+    (tmp_path / "broken.jpg").write_bytes(b"not a picture")
+    (tmp_path / "cut.png").write_bytes((tmp_path / "0.png").read_bytes()[:60])  # truncated
+    with pytest.warns(RuntimeWarning) as caught:
+        images = q.calibration_images(tmp_path, 10, 32)
+    assert images.shape == (4, 3, 32, 32)  # every readable image, none twice
+    said = sorted(str(w.message) for w in caught)
+    assert said == [f"skipped {tmp_path / name}: corrupt or unreadable, not used for calibration "
+                    "(delete or replace it)" for name in ("broken.jpg", "cut.png")]
+    with pytest.warns(RuntimeWarning):  # the next readable image takes a skipped one's place
+        assert len(q.calibration_images(tmp_path, 4, 32)) == 4
+    for name in ("0.png", "1.png", "2.png", "3.png"):
+        (tmp_path / name).write_bytes(b"")
+    with pytest.warns(RuntimeWarning), pytest.raises(ValueError, match="none of its 6 images"):
+        q.calibration_images(tmp_path, 10, 32)
+
+
 # ------------------------------------------------------------------------- graph passes
 
 

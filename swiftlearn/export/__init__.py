@@ -17,6 +17,9 @@ One concept per module:
 ``verify``         :func:`verify_coreml`, :func:`verify_onnx`: the saved artefact vs PyTorch
 ``quantize``       static int8 ONNX for the CPU (:func:`~swiftlearn.export.quantize.quantize_int8`,
                    calibration, exact graph passes, accuracy helpers); import it by name
+``staging``        :func:`~swiftlearn.export.staging.export_stage`: the temporary sibling of the
+                   output where every export builds (the system temporary folder redirected into
+                   it, so nothing is left in ``/tmp``; a full disk said in one line)
 ``cli``            ``swiftlearn export``
 =================  ===============================================================================
 
@@ -46,6 +49,7 @@ from .coreml import (
     to_coreml,
 )
 from .onnx import OnnxRunner, onnxruntime_session, reorder_gelu, session_options, to_onnx
+from .staging import DiskFullError
 from .verify import (
     FP16_TOLERANCE,
     FP32_TOLERANCE,
@@ -61,6 +65,7 @@ MissingDependencyError = MissingExtraError
 checkpoint_image_size = trained_image_size
 
 __all__ = [
+    "DiskFullError",
     "FP16_TOLERANCE",
     "FP32_TOLERANCE",
     "MissingDependencyError",

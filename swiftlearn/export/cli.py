@@ -10,13 +10,22 @@ checks the result against PyTorch unless ``--no-verify``.
 from __future__ import annotations
 
 import argparse
+import sys
+import warnings
 from pathlib import Path
 
 from ..checkpoints import load_checkpoint, read_checkpoint, trained_image_size
 from ..utils import IMAGENET_MEAN, IMAGENET_STD, check_writable, require
 from .checks import default_labels
-from .coreml import check_replaceable_package, import_coremltools, inspect_coreml, to_coreml
+from .coreml import (
+    check_replaceable_package,
+    import_coremltools,
+    inspect_coreml,
+    save_into,
+    to_coreml,
+)
 from .onnx import to_onnx
+from .staging import export_stage
 from .verify import verify_coreml, verify_onnx
 
 __all__ = ["add_cli"]
@@ -54,29 +63,35 @@ def _cmd_export(args: argparse.Namespace) -> int:
     fmt = args.format.lower()
     if fmt not in ("coreml", "onnx"):
         raise ValueError(f"unknown format {args.format!r}; choose 'coreml' or 'onnx'")
-    # fail on a missing extra before loading anything
-    if fmt == "coreml":
-        import_coremltools()
-    else:
-        require("onnxscript")
-        require("onnxruntime")
     suffix = ".mlpackage" if fmt == "coreml" else ".onnx"
     out = Path(args.out)
     if out.suffix != suffix:
         raise ValueError(f"--out for --format {fmt} must end in {suffix}, got {out}")
+    # every refusal that needs no import comes first: importing coremltools alone takes seconds
+    _check_format_options(args, fmt)
     _check_quantize_args(args, fmt)  # --quantize int8 (ONNX only)
-    compress = _check_compress_args(args, fmt)  # --compress (Core ML only)
+    compress = _check_compress_args(args)  # --compress (Core ML only)
     # refuse an --out that cannot be written or replaced before loading anything
     if fmt == "coreml":
         check_replaceable_package(out)
     else:
         check_writable(out, "--out")
+    # then fail on a missing extra, still before loading anything
+    if fmt == "coreml":
+        import_coremltools()
+        if compress != "none":
+            from .compress import import_optimize
+
+            import_optimize()
+    else:
+        require("onnxscript")
+        require("onnxruntime")
     loaded = _load_for_export(args)
     model, size, mean, std = loaded["model"], loaded["size"], loaded["mean"], loaded["std"]
     if fmt == "coreml" and compress != "none":
         report = _export_compressed(args, loaded, out, compress)
     elif fmt == "coreml":
-        to_coreml(model, out, size, loaded["labels"], args.precision,
+        to_coreml(model, out, size, loaded["labels"], args.precision or "float16",
                   enumerated_sizes=args.enumerated_sizes or None, mean=mean, std=std)
         report = verify_coreml(out, model, n=2, mean=mean, std=std) if args.verify else None
         print(inspect_coreml(out))
@@ -89,6 +104,26 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if report is not None:
         print(report)
     return 0
+
+
+#: options only a Core ML package has: (flag, argparse dest, why an ONNX export has no use for it)
+_CORE_ML_ONLY = (
+    ("--precision", "precision", "the ONNX graph is float32 (for int8: --quantize int8)"),
+    ("--enumerated-sizes", "enumerated_sizes", "the ONNX graph takes the one --image-size (its "
+     "batch axis is free)"),
+    ("--labels", "labels", "the ONNX graph outputs logits, without class names"),
+    ("--compress", "compress", "for an int8 ONNX model use --quantize int8"),
+)
+
+
+def _check_format_options(args: argparse.Namespace, fmt: str) -> None:
+    """Refuse, before any work, an option the chosen format would silently ignore."""
+    if fmt != "onnx":
+        return
+    for flag, dest, why in _CORE_ML_ONLY:
+        if getattr(args, dest, None) is not None:
+            raise ValueError(f"{flag} is for --format coreml only ({why}); drop {flag} or use "
+                             "--format coreml")
 
 
 def add_cli(subparsers) -> None:
@@ -104,14 +139,16 @@ def add_cli(subparsers) -> None:
     p.add_argument("--model", default=None, help="variant (default: inferred from the weights)")
     p.add_argument("--num-classes", type=int, default=None,
                    help="classifier outputs (default: the checkpoint's)")
-    p.add_argument("--precision", default="float16", choices=["float16", "float32"],
-                   help="Core ML compute precision (default float16)")
+    p.add_argument("--precision", default=None, choices=["float16", "float32"],
+                   help="Core ML only: compute precision (default float16)")
     p.add_argument("--image-size", type=int, default=None,
                    help="input side in pixels (default: the checkpoint's evaluation size, "
                         "else 224)")
     p.add_argument("--enumerated-sizes", type=int, nargs="*", default=None,
                    help="Core ML only: further square sizes the model accepts")
-    p.add_argument("--labels", default=None, help="text file with one class name per line")
+    p.add_argument("--labels", default=None,
+                   help="Core ML only: text file with one class name per line (default: the "
+                        "checkpoint's classes)")
     p.add_argument("--no-verify", dest="verify", action="store_false",
                    help="skip the numerical check against PyTorch")
     _add_quantize_args(p)
@@ -123,6 +160,10 @@ def add_cli(subparsers) -> None:
 # static int8 through ONNX Runtime's quantiser: swiftlearn.export.quantize
 
 
+_CALIBRATION_IMAGES = 200  # --calibration-images' default
+_HELD_OUT = 8  # calibration-folder images kept out of calibration, for the check
+
+
 def _add_quantize_args(p) -> None:
     p.add_argument("--quantize", default=None, choices=["int8"],
                    help="ONNX only: static int8 (QDQ: int8 weights per channel, uint8 "
@@ -130,15 +171,19 @@ def _add_quantize_args(p) -> None:
     p.add_argument("--calibration-data", default=None,
                    help="with --quantize: an Imagenette root (its train/ split) or a folder of "
                         "training images")
-    p.add_argument("--calibration-images", type=int, default=200,
-                   help="with --quantize: how many images calibrate (default 200, fixed seed)")
+    p.add_argument("--calibration-images", type=int, default=None,
+                   help=f"with --quantize: how many images calibrate (default "
+                        f"{_CALIBRATION_IMAGES}, fixed seed)")
 
 
 def _check_quantize_args(args: argparse.Namespace, fmt: str) -> None:
     """Refuse a wrong --quantize combination before loading anything."""
     if not getattr(args, "quantize", None):
-        if getattr(args, "calibration_data", None):
-            raise ValueError("--calibration-data is for --quantize int8; add --quantize int8")
+        for flag, dest in (("--calibration-data", "calibration_data"),
+                           ("--calibration-images", "calibration_images")):
+            if getattr(args, dest, None) is not None:
+                raise ValueError(f"{flag} is for --quantize int8 (calibration); add --quantize "
+                                 f"int8 (with --format onnx) or drop {flag}")
         return
     if fmt != "onnx":
         raise ValueError(f"--quantize int8 makes an ONNX model; use --format onnx, not {fmt}")
@@ -148,27 +193,29 @@ def _check_quantize_args(args: argparse.Namespace, fmt: str) -> None:
     if not Path(args.calibration_data).expanduser().is_dir():
         raise ValueError(f"--calibration-data {args.calibration_data} is not a folder; pass a "
                          "folder of training images (e.g. an Imagenette root)")
-    if args.calibration_images < 1:
+    if args.calibration_images is not None and args.calibration_images < 1:
         raise ValueError(f"--calibration-images must be >= 1, got {args.calibration_images}")
 
 
-_HELD_OUT = 8  # calibration-folder images kept out of calibration, for the check
-
-
 def _export_int8(args: argparse.Namespace, loaded: dict, out: Path):
-    """fp32 ONNX in a temporary folder beside ``out``, quantised there, checked, moved."""
+    """fp32 ONNX in the export's temporary folder beside ``out``, quantised there, checked,
+    moved into place."""
     import os
 
-    from ..utils import staging_dir
     from .quantize import calibration_images, check_int8, quantize_int8
 
     model, size = loaded["model"], loaded["size"]
-    images = calibration_images(args.calibration_data, args.calibration_images + _HELD_OUT,
-                                size, mean=loaded["mean"], std=loaded["std"])
+    count = args.calibration_images or _CALIBRATION_IMAGES
+    with warnings.catch_warnings(record=True) as skipped:  # corrupt images: one line each
+        warnings.simplefilter("always", RuntimeWarning)
+        images = calibration_images(args.calibration_data, count + _HELD_OUT, size,
+                                    mean=loaded["mean"], std=loaded["std"])
+    for w in skipped:
+        print(f"swiftlearn export: warning: {w.message}", file=sys.stderr)
     held_out = images[-_HELD_OUT:] if len(images) > _HELD_OUT else images
     calibration = images[:-_HELD_OUT] if len(images) > _HELD_OUT else images
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with staging_dir(out) as stage:
+    weight_bytes = 4 * sum(p.numel() for p in model.parameters())
+    with export_stage(out, needed=4 * weight_bytes) as stage:
         fp32 = to_onnx(model, stage / "fp32.onnx", size)
         built = quantize_int8(fp32, stage / out.name, calibration)
         report = check_int8(built, model, held_out) if args.verify else None
@@ -183,44 +230,41 @@ def _export_int8(args: argparse.Namespace, loaded: dict, out: Path):
 
 
 def _add_compress_args(p) -> None:
-    p.add_argument("--compress", default="none",
+    p.add_argument("--compress", default=None,
                    help="Core ML only: post-training weight compression, one of none (default), "
                         "int8 (linear, per channel), palette6, palette4 (k-means palettes)")
 
 
-def _check_compress_args(args: argparse.Namespace, fmt: str) -> str:
-    """The --compress mode, refused (one line) before anything is loaded or written."""
-    from .compress import check_compression, import_optimize
+def _check_compress_args(args: argparse.Namespace) -> str:
+    """The --compress mode, refused (one line) before anything is imported, loaded or written
+    (--compress with --format onnx: :func:`_check_format_options`)."""
+    from .compress import check_compression
 
     mode = check_compression(getattr(args, "compress", None) or "none")
-    if mode != "none":
-        if fmt != "coreml":
-            raise ValueError(f"--compress {mode} compresses a Core ML package; use --format "
-                             f"coreml (for an int8 ONNX model: --quantize int8)")
-        if args.precision != "float16":
-            raise ValueError(f"--compress {mode} compresses the float16 package; drop "
-                             "--precision float32")
-        import_optimize()
+    if mode != "none" and args.precision == "float32":
+        raise ValueError(f"--compress {mode} compresses the float16 package; drop "
+                         "--precision float32")
     return mode
 
 
 def _export_compressed(args: argparse.Namespace, loaded: dict, out: Path, mode: str):
-    """float16 package in a temporary folder beside ``out`` (verified as usual), compressed into
-    ``out``; then the interpreter's decompression is checked against coremltools' and the
-    compressed package is compared with PyTorch (reported, not enforced: the difference is the
-    compression's)."""
-    from ..utils import staging_dir
-    from .compress import check_decompression, compress_coreml
+    """float16 package in the export's temporary folder beside ``out`` (verified as usual),
+    compressed into ``out``; then the interpreter's decompression is checked against
+    coremltools' and the compressed package is compared with PyTorch (reported, not enforced: the
+    difference is the compression's)."""
+    from .compress import check_decompression, compressed_model, open_package
 
     model, mean, std = loaded["model"], loaded["mean"], loaded["std"]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with staging_dir(out) as stage:
-        fp16 = stage / "float16.mlpackage"
+    weight_bytes = 2 * sum(p.numel() for p in model.parameters())
+    # one stage holds it all: the float16 package (its own conversion nested inside), the
+    # compressed temporary package, the copy swapped in at out
+    with export_stage(out, needed=5 * weight_bytes) as stage:
+        fp16 = stage / "float16" / "float16.mlpackage"  # never stage / out.name, the copy's place
         to_coreml(model, fp16, loaded["size"], loaded["labels"], "float16",
                   enumerated_sizes=args.enumerated_sizes or None, mean=mean, std=std)
         if args.verify:
             print(verify_coreml(fp16, model, n=2, mean=mean, std=std))
-        compress_coreml(fp16, out, mode)
+        save_into(stage, compressed_model(open_package(fp16), mode), out)
     print(inspect_coreml(out))
     if not args.verify:
         return None
@@ -228,5 +272,4 @@ def _export_compressed(args: argparse.Namespace, loaded: dict, out: Path, mode: 
           "decompresses them")
     report = verify_coreml(out, model, n=4, mean=mean, std=std, strict=False)
     return (f"{report.backend}, {mode} weights vs PyTorch fp32 (the compression's effect, not "
-            f"checked): max |diff| logits {report.max_abs_logits:.2e}, top-1 agreement "
-            f"{report.top1_agreement:.0%} on {report.n_inputs} inputs")
+            f"checked): max |diff| logits {report.max_abs_logits:.2e}, {report.agreement}")

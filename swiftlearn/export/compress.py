@@ -34,12 +34,20 @@ from pathlib import Path
 import numpy as np
 
 from ..utils import MissingExtraError
-from .coreml import _quiet_progress, check_replaceable_package, import_coremltools, save_package
+from .coreml import (
+    _package_bytes,
+    _quiet,
+    check_replaceable_package,
+    import_coremltools,
+    quiet_libraries,
+    save_into,
+)
 from .mil import MilInterpreter, load_program
+from .staging import export_stage
 
 __all__ = ["COMPRESSIONS", "check_compression", "check_decompression", "compress_coreml",
-           "compression_config",
-           "import_optimize", "layer_weights"]
+           "compressed_model", "compression_config", "import_optimize", "layer_weights",
+           "open_package"]
 
 #: compression mode -> (coremltools function, config keyword arguments)
 COMPRESSIONS: dict[str, tuple[str, dict] | None] = {
@@ -124,14 +132,15 @@ def compress_coreml(source, path: str | os.PathLike, mode: str, *, weights=None,
         mode: one of :data:`COMPRESSIONS` (``"none"`` saves ``source`` unchanged).
         weights: compress only these weight constants (names of ops' ``weight`` inputs); e.g.
             one layer, to look at it quickly. Default: every large enough weight.
-        verbose: show coremltools' progress bars.
+        verbose: show coremltools' progress bars, warnings and log messages.
 
     Returns:
-        The compressed ``MLModel``; its metadata gains ``swiftlearn.compression``.
+        The saved package, opened (``MLModel``); its metadata gains ``swiftlearn.compression``.
 
     Raises:
         ValueError: an unknown mode, or a ``path`` that holds something other than a package.
         MissingExtraError: coremltools (or its optimize module, or scikit-learn) is missing.
+        DiskFullError: the disk refused a write (an ``OSError``; nothing is left at ``path``).
     """
     mode = check_compression(mode)
     path = Path(path)
@@ -139,21 +148,36 @@ def compress_coreml(source, path: str | os.PathLike, mode: str, *, weights=None,
         raise ValueError(f"a Core ML ML Program is saved as a .mlpackage folder; got {path}")
     check_replaceable_package(path)
     ct = import_coremltools()
-    if isinstance(source, (str, os.PathLike)):
-        if not Path(source).exists():
-            raise FileNotFoundError(f"no Core ML package at {source}")
-        source = ct.models.MLModel(str(source), skip_model_load=True)
+    source = open_package(source)
+    # coremltools' compressed model is a temporary package: built in the stage, gone with it
+    with export_stage(path, needed=2 * _package_bytes(source)) as stage:
+        save_into(stage, compressed_model(source, mode, weights=weights, verbose=verbose), path)
+    return ct.models.MLModel(str(path))
+
+
+def open_package(source):
+    """An ``MLModel`` as is, or the package at a path, opened without loading it."""
+    if not isinstance(source, (str, os.PathLike)):
+        return source
+    if not Path(source).exists():
+        raise FileNotFoundError(f"no Core ML package at {source}")
+    return import_coremltools().models.MLModel(str(source), skip_model_load=True)
+
+
+def compressed_model(source, mode: str, *, weights=None, verbose: bool = False):
+    """The compressed ``MLModel`` (a temporary package: call this inside an
+    :func:`~swiftlearn.export.staging.export_stage`), with swiftlearn's metadata kept and
+    ``swiftlearn.compression`` set."""
     if mode == "none":
         compressed = source
     else:
         function, config = compression_config(mode, weights)
-        with _quiet_progress(verbose):
+        with _quiet(verbose):
             compressed = function(source, config)
     meta = compressed.user_defined_metadata
     for key, value in source.user_defined_metadata.items():  # keep swiftlearn's own keys
         meta.setdefault(key, value)
     meta["swiftlearn.compression"] = mode
-    save_package(compressed, path)
     return compressed
 
 
@@ -197,7 +221,8 @@ def check_decompression(package, *, rtol: float = 1e-3) -> int:
         if not op.op_type.startswith("constexpr_"):
             continue
         name = op.outputs[0].name
-        ref = np.asarray(op.materialized_val_inference(), dtype=np.float32)
+        with quiet_libraries():  # numpy's divide-by-zero for an all-zero channel
+            ref = np.asarray(op.materialized_val_inference(), dtype=np.float32)
         got = interp.constants[name].numpy()
         scale = max(float(np.abs(ref).max()), 1e-12)
         err = float(np.abs(got - ref).max()) if got.shape == ref.shape else float("inf")

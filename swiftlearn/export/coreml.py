@@ -9,6 +9,9 @@ the course can measure what that shortcut costs.
 
 :func:`save_package` writes the package beside ``path`` and swaps it in only once complete, so a
 failed save never costs the package already there (and a folder that is not a package is refused).
+Conversion and saving happen inside :func:`~swiftlearn.export.staging.export_stage`, so
+coremltools' own temporary packages live (and die) in the export's temporary sibling, not in
+``/tmp``.
 :func:`inspect_coreml` reads a saved package back (inputs, outputs, metadata, ops, sizes) on any
 OS; :mod:`swiftlearn.export.verify` checks its numbers against PyTorch.
 
@@ -24,6 +27,7 @@ import logging
 import os
 import re
 import sys
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,17 +38,10 @@ import torch
 from torch import nn
 
 from ..model import MIN_SIZE, variant_of
-from ..utils import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    check_writable,
-    remove_stale_temporaries,
-    replace_dir,
-    require,
-    staging_dir,
-)
+from ..utils import IMAGENET_MEAN, IMAGENET_STD, check_writable, replace_dir, require
 from .checks import check_model, default_labels, image_hw
 from .mil import dtype_name, load_program, op_histogram
+from .staging import export_stage
 
 __all__ = [
     "NormalizedClassifier",
@@ -67,13 +64,19 @@ def import_coremltools():
     Raises:
         MissingExtraError: coremltools is not installed (the message names the export extra).
     """
-    logger = logging.getLogger("coremltools")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
+    with _logger_level("coremltools", logging.ERROR):
         return require("coremltools")
+
+
+@contextlib.contextmanager
+def _logger_level(name: str, level: int):
+    logger = logging.getLogger(name)
+    saved = logger.level
+    logger.setLevel(level)
+    try:
+        yield
     finally:
-        logger.setLevel(level)
+        logger.setLevel(saved)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -155,15 +158,17 @@ def to_coreml(model: nn.Module, path: str | os.PathLike, image_size=224,
         mean, std: the normalisation the model was trained with (per channel, 0..1 scale).
         description, author, license, version: metadata Xcode shows.
         deployment_target: minimum OS, a ``coremltools.target`` name (``"iOS16"``: macOS 13).
-        verbose: show coremltools' progress bars.
+        verbose: show coremltools' progress bars, warnings and log messages.
 
     Returns:
-        The converted ``coremltools.models.MLModel``; the package is saved at ``path``.
+        The saved package, opened (``coremltools.models.MLModel``): the converted model's own
+        temporary package is deleted with the export's temporary folder.
 
     Raises:
         ValueError: training mode, a size the model cannot take, wrong labels or precision, a
             ``path`` that holds something other than a package.
         MissingExtraError: coremltools is not installed (an ``ImportError``).
+        DiskFullError: the disk refused a write (an ``OSError``; nothing is left at ``path``).
     """
     path = Path(path)
     if path.suffix != ".mlpackage":
@@ -187,23 +192,27 @@ def to_coreml(model: nn.Module, path: str | os.PathLike, image_size=224,
     wrapper = NormalizedClassifier(model, mean, std).eval()
     example = torch.full((1, 3, h, w), 127.0)
     shape, dynamic = _input_shape(ct, sizes)
-    with torch.no_grad():
-        exported = torch.export.export(wrapper, (example,), dynamic_shapes=dynamic)
-        exported = exported.run_decompositions({})
     image = ct.ImageType(name=INPUT_NAME, shape=shape, color_layout=ct.colorlayout.RGB,
                          scale=1.0, bias=[0.0, 0.0, 0.0])
     floordiv = _integer_floordiv(ct) if dynamic else contextlib.nullcontext()
-    with floordiv, _quiet_progress(verbose):
-        mlmodel = ct.convert(
-            exported, inputs=[image], convert_to="mlprogram",
-            classifier_config=ct.ClassifierConfig(labels, predicted_feature_name=LABEL_NAME),
-            compute_precision=getattr(ct.precision, PRECISIONS[str(precision).lower()]),
-            minimum_deployment_target=getattr(ct.target, deployment_target))
-
-    _describe(mlmodel, _model_name(model), num_classes, sizes, precision, mean, std,
-              description=description, author=author, license=license, version=version)
-    save_package(mlmodel, path)
-    return mlmodel
+    weight_bytes = sum(p.numel() for p in model.parameters()) * (
+        2 if PRECISIONS[str(precision).lower()] == "FLOAT16" else 4)
+    # the weights are written three times: coremltools' weights folder, its temporary package,
+    # the saved copy
+    with export_stage(path, needed=3 * weight_bytes) as stage:
+        with torch.no_grad():
+            exported = torch.export.export(wrapper, (example,), dynamic_shapes=dynamic)
+            exported = exported.run_decompositions({})
+        with floordiv, _quiet(verbose):
+            mlmodel = ct.convert(
+                exported, inputs=[image], convert_to="mlprogram",
+                classifier_config=ct.ClassifierConfig(labels, predicted_feature_name=LABEL_NAME),
+                compute_precision=getattr(ct.precision, PRECISIONS[str(precision).lower()]),
+                minimum_deployment_target=getattr(ct.target, deployment_target))
+        _describe(mlmodel, _model_name(model), num_classes, sizes, precision, mean, std,
+                  description=description, author=author, license=license, version=version)
+        save_into(stage, mlmodel, path)
+    return ct.models.MLModel(str(path))
 
 
 def check_replaceable_package(path: Path) -> None:
@@ -235,20 +244,25 @@ def save_package(mlmodel, path: str | os.PathLike) -> Path:
     """``mlmodel.save(path)`` without ever losing the package already at ``path``.
 
     The package is written into a temporary sibling (``.<name>.<pid>.tmp``), checked
-    (:func:`check_package`), and only then swapped in; a failed save (a full disk) leaves the old
-    package as it was. A folder at ``path`` that is not a package is refused
-    (:func:`check_replaceable_package`), never deleted.
+    (:func:`check_package`), and only then swapped in; a failed save (a full disk: one
+    :class:`~swiftlearn.export.staging.DiskFullError` line) leaves the old package as it was. A
+    folder at ``path`` that is not a package is refused (:func:`check_replaceable_package`), never
+    deleted.
     """
     path = Path(path)
     check_replaceable_package(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path.parent, {path.name})  # what a killed export left
-    with staging_dir(path) as stage:
-        built = stage / path.name
-        mlmodel.save(str(built))
-        check_package(built)
-        replace_dir(built, path)
+    with export_stage(path, needed=_package_bytes(mlmodel)) as stage:
+        save_into(stage, mlmodel, path)
     return path
+
+
+def save_into(stage: Path, mlmodel, path: Path) -> Path:
+    """Save ``mlmodel`` inside an export's ``stage``, check it, then swap it in at ``path`` (the
+    package there, if any, goes only once the new one is in place)."""
+    built = stage / path.name
+    mlmodel.save(str(built))
+    check_package(built)
+    return replace_dir(built, path)
 
 
 def _accepted_sizes(default: tuple[int, int], enumerated_sizes) -> list[tuple[int, int]]:
@@ -343,13 +357,29 @@ def _integer_floordiv(ct):
 
 
 @contextlib.contextmanager
-def _quiet_progress(verbose: bool):
-    """Hide coremltools' tqdm progress bars (stderr), keep any other stderr text."""
+def quiet_libraries():
+    """Hide the warnings coremltools and scikit-learn raise while converting or compressing.
+
+    They are about the libraries, not about the user's model: deprecations inside coremltools,
+    numpy's divide-by-zero for an all-zero weight channel (coremltools handles it), scikit-learn's
+    "fewer distinct clusters" for a weight with fewer distinct values than the palette (the
+    palette is then exact), coremltools' advice to install kmeans1d. swiftlearn's own warnings
+    and messages pass.
+    """
+    with warnings.catch_warnings(), _logger_level("coremltools", logging.ERROR):
+        warnings.filterwarnings("ignore", module=r"(coremltools|sklearn)(\.|$)")
+        yield
+
+
+@contextlib.contextmanager
+def _quiet(verbose: bool):
+    """Hide coremltools' tqdm progress bars (stderr) and :func:`quiet_libraries`' warnings; keep
+    any other stderr text."""
     if verbose:
         yield
         return
     buffer = io.StringIO()
-    with contextlib.redirect_stderr(buffer):
+    with contextlib.redirect_stderr(buffer), quiet_libraries():
         yield
     bars = re.compile(r"(Converting PyTorch Frontend|Running MIL .* pipeline|"
                       r"Running compression pass)")
@@ -411,6 +441,12 @@ def _feature(desc) -> dict:
 
 def _dir_size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def _package_bytes(mlmodel) -> int:
+    """The size of the package behind an ``MLModel`` (0 when it has none)."""
+    source = getattr(mlmodel, "package_path", None)
+    return _dir_size(Path(source)) if source and Path(source).is_dir() else 0
 
 
 def inspect_coreml(path: str | os.PathLike) -> PackageInfo:

@@ -25,8 +25,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..utils import check_writable, remove_stale_temporaries, require, staging_dir
+from ..utils import check_writable, require
 from .checks import check_model, image_hw
+from .staging import export_stage
 
 __all__ = ["OnnxRunner", "onnxruntime_session", "reorder_gelu", "session_options", "to_onnx"]
 
@@ -74,9 +75,8 @@ def to_onnx(model: nn.Module, path: str | os.PathLike, image_size=224, *, opset:
 
         name = next(iter(_forward_arg_names(model)), "x")
         dynamic = {name: {0: Dim("batch", min=1, max=4096)}}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path.parent, {path.name})  # what a killed export left
-    with staging_dir(path) as stage:
+    weight_bytes = 4 * sum(p.numel() for p in model.parameters())
+    with export_stage(path, needed=2 * weight_bytes) as stage:  # the export, the GELU rewrite
         built = stage / path.name
         with _quiet_stdout():
             torch.onnx.export(model, (example,), str(built), dynamo=True, opset_version=opset,
@@ -88,8 +88,8 @@ def to_onnx(model: nn.Module, path: str | os.PathLike, image_size=224, *, opset:
                 onnx.save(proto, str(built))
         _check_onnx(onnx, built)
         # the weights file(s) first, the graph that names them last: a reader never sees a new
-        # graph beside old weights
-        for part in sorted(stage.iterdir(), key=lambda p: p == built):
+        # graph beside old weights (files only: the stage's temporary folder stays in it)
+        for part in sorted((p for p in stage.iterdir() if p.is_file()), key=lambda p: p == built):
             os.replace(part, path.parent / part.name)
     return path
 

@@ -9,6 +9,11 @@ a disagreement raises.
 Tolerances are absolute, on logits: :data:`FP32_TOLERANCE` for a float32 program or an ONNX
 graph, :data:`FP16_TOLERANCE` for a float16 program. :func:`sample_pixels` makes the test
 pictures (smooth random ones at every size a package accepts, or your own photos).
+
+The top-1 agreement counts only the inputs whose reference top-1 leads the runner-up by more
+than twice the tolerance (:func:`top1_margin`): there an export within tolerance must pick the
+same class, so a disagreement fails the check; on the others (an untrained model's near-constant
+logits) the pick is a coin toss that says nothing, and the report says so instead of "0 %".
 """
 
 from __future__ import annotations
@@ -26,8 +31,8 @@ from .coreml import PROBS_NAME, import_coremltools, read_coreml
 from .mil import MilInterpreter
 from .onnx import OnnxRunner
 
-__all__ = ["FP16_TOLERANCE", "FP32_TOLERANCE", "ParityReport", "sample_pixels", "verify_coreml",
-           "verify_onnx"]
+__all__ = ["FP16_TOLERANCE", "FP32_TOLERANCE", "ParityReport", "agreement_text", "sample_pixels",
+           "top1_margin", "verify_coreml", "verify_onnx"]
 
 FP32_TOLERANCE = 1e-4  #: max |logit difference| for a float32 program or ONNX graph
 FP16_TOLERANCE = 2e-2  #: max |logit difference| for a float16 program
@@ -41,21 +46,47 @@ class ParityReport:
     n_inputs: int
     max_abs_logits: float  # nan when the backend reports probabilities only
     max_abs_probs: float
-    top1_agreement: float
+    top1_agreement: float  # over the inputs without a tie; nan when every input ties
     tolerance: float
+    n_tied: int = 0  # inputs whose reference top-1 leads by at most twice the tolerance
     details: dict = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
+        """Within tolerance, and the same top-1 wherever the reference does not tie."""
         err = self.max_abs_probs if np.isnan(self.max_abs_logits) else self.max_abs_logits
-        return bool(err <= self.tolerance)
+        return bool(err <= self.tolerance) and not self.top1_agreement < 1.0
+
+    @property
+    def agreement(self) -> str:
+        """The top-1 agreement in words (see :func:`agreement_text`)."""
+        return agreement_text(self.top1_agreement, self.n_inputs, self.n_tied)
 
     def __str__(self) -> str:
         what = "probs" if np.isnan(self.max_abs_logits) else "logits"
         err = self.max_abs_probs if what == "probs" else self.max_abs_logits
         return (f"{self.backend}: max |diff| {what} {err:.2e} (tolerance {self.tolerance:.0e}), "
-                f"probs {self.max_abs_probs:.2e}, top-1 agreement {self.top1_agreement:.0%} on "
-                f"{self.n_inputs} inputs -> {'OK' if self.ok else 'FAILED'}")
+                f"probs {self.max_abs_probs:.2e}, {self.agreement} -> "
+                f"{'OK' if self.ok else 'FAILED'}")
+
+
+def top1_margin(scores: np.ndarray) -> np.ndarray:
+    """How far each row's largest score leads its second largest (``inf`` with one class)."""
+    if scores.shape[1] < 2:
+        return np.full(len(scores), np.inf)
+    top2 = np.sort(scores, axis=1)[:, -2:]
+    return top2[:, 1] - top2[:, 0]
+
+
+def agreement_text(agreement: float, n_inputs: int, n_tied: int) -> str:
+    """"top-1 agreement 100% on 4 inputs", with the ties named; when every input ties, that the
+    agreement is not meaningful (so no one reads "0 % ... OK" as a pass on the predictions)."""
+    if n_tied >= n_inputs:
+        return (f"top-1 agreement not meaningful on {n_inputs} inputs (the reference's top "
+                "classes tie: judged on the difference alone)")
+    on = f"{n_inputs - n_tied} of {n_inputs} inputs ({n_tied} tied)" if n_tied else \
+        f"{n_inputs} inputs"
+    return f"top-1 agreement {agreement:.0%} on {on}"
 
 
 def sample_pixels(images=None, sizes=((224, 224),), n: int = 4,
@@ -104,11 +135,14 @@ def _compare(backend, got_logits, got_probs, ref_logits, tolerance, details=None
     probs = np.concatenate(got_probs)
     err_logits = float("nan") if got_logits is None else \
         float(np.abs(np.concatenate(got_logits) - ref_logits).max())
+    # the tolerance bounds what is compared: logits, or probabilities when only those come back
+    decisive = top1_margin(ref_probs if got_logits is None else ref_logits) > 2 * tolerance
+    same = probs.argmax(1) == ref_probs.argmax(1)
     return ParityReport(
         backend=backend, n_inputs=len(ref_logits), max_abs_logits=err_logits,
         max_abs_probs=float(np.abs(probs - ref_probs).max()),
-        top1_agreement=float((probs.argmax(1) == ref_probs.argmax(1)).mean()),
-        tolerance=tolerance, details=details or {})
+        top1_agreement=float(same[decisive].mean()) if decisive.any() else float("nan"),
+        tolerance=tolerance, n_tied=int((~decisive).sum()), details=details or {})
 
 
 def verify_coreml(package: str | os.PathLike, model: nn.Module, images=None, *, n: int = 4,
