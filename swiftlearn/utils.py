@@ -314,6 +314,11 @@ def require(module: str, purpose: str | None = None):
 # ------------------------------------------------------------------------- command line
 
 
+class QuietStop(RuntimeError):
+    """An error that another process of the same command has already reported (the ranks of a
+    data-parallel run other than 0, when rank 0 refused): exit status 1 without a message."""
+
+
 def run_command(parser, argv=None) -> int:
     """Parse ``argv`` and run the chosen sub-command's ``func``; a user error (``ValueError``,
     ``FileNotFoundError``, ``RuntimeError``) or a refusal of the system (``OSError``: no space
@@ -321,11 +326,14 @@ def run_command(parser, argv=None) -> int:
     import sys
 
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # to re-launch the same command
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     try:
         return int(args.func(args) or 0)
+    except QuietStop:
+        return 1
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"{parser.prog} {args.command}: error: {e}", file=sys.stderr)
         return 1

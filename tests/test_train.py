@@ -74,6 +74,18 @@ def test_lr_schedule_warmup_then_cosine():
     assert values[20] == pytest.approx(0.01)
 
 
+def test_lr_schedule_linear_decay_is_a_straight_line_to_min_lr():
+    f = lr_factor(warmup_steps=4, total_steps=20, min_ratio=0.0, decay="linear")
+    values = [f(s) for s in range(21)]
+    assert values[:5] == [0.25, 0.5, 0.75, 1.0, 1.0]
+    steps = [a - b for a, b in zip(values[4:], values[5:])]
+    assert steps == pytest.approx([1 / 16] * 16) and values[20] == 0.0
+    cos = lr_factor(warmup_steps=4, total_steps=20, min_ratio=0.0)
+    assert cos(12) == pytest.approx(0.5) == f(12) and cos(8) > f(8) and cos(16) < f(16)
+    with pytest.raises(ValueError, match="lr_decay must be cosine or linear"):
+        T.TrainConfig(lr_decay="step")
+
+
 # --- losses and evaluation ------------------------------------------------------------------------
 
 def test_loss_on_both_heads_and_hard_distillation():
@@ -641,3 +653,38 @@ def test_a_run_stopped_before_its_first_checkpoint_may_be_started_again(tmp_path
         T.fit(tiny_config(tmp_path, epochs=1, lr=0.1), train_data=data, progress=False)
     T.fit(cfg, train_data=data, progress=False)  # the same command again: nothing is lost
     assert (tmp_path / "last.pt").is_file()
+
+
+@pytest.mark.slow
+def test_cli_processes_launches_its_own_data_parallel_workers(tmp_path):
+    """`swiftlearn train --processes 2` is one command: it starts two workers (torchrun
+    --standalone) that train one run together, and a resume of it does the same."""
+    from swiftlearn.data import synthetic_imagenette
+
+    root = synthetic_imagenette(tmp_path / "root", per_class=4, size=40)
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "swiftlearn.train", "train", "--data", str(root), "--out",
+           str(out), "--processes", "2", "--epochs", "1", "--batch-size", "4", "--img-size", "32",
+           "--cache-size", "40", "--cache-dir", str(tmp_path / "cache"), "--quiet"]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "world size 2" in (out / "train.log").read_text()
+    ckpt = torch.load(out / "last.pt", weights_only=False)
+    assert ckpt["world_size"] == 2 and ckpt["config"]["processes"] == 2
+    assert proc.stdout.count("final val top1") == 1  # rank 0 reports, the other is quiet
+    # what a worker would refuse, the launcher refuses first: one line, no torchrun log
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "already holds a run" in lines[0], proc.stderr
+    # a worker that fails after the start (other images than the checkpoint's): the worker's
+    # reason, then the launcher's last line, and no torchrun log
+    other = synthetic_imagenette(tmp_path / "other", per_class=5, size=40)
+    proc = subprocess.run([*cmd, "--resume", str(out), "--data", str(other)],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert "error: a training process of the 2 stopped" in lines[-1], proc.stderr
+    assert any("other" in line or "data" in line for line in lines[:-1]), proc.stderr
+    assert not any(" torch/distributed/" in line for line in lines), proc.stderr

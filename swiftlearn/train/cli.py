@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from ..data import load_cached
 from ..utils import atomic_write_json, check_writable, run_command
 from .config import RESUMABLE_CHANGES, TrainConfig, cli_fields
 from .evaluate import evaluate
-from .loop import fit
+from .loop import fit, preflight
 from .recipes import RECIPES, from_recipe
 from .state import read_training_checkpoint
 
@@ -74,6 +75,40 @@ def _refuse_ignored(config: TrainConfig, given: dict, recipe: str | None) -> Non
                          "give --progressive with percentage starts as well")
 
 
+def _workers(config: TrainConfig) -> int:
+    """How many processes ``config.processes`` asks for on this machine: capped at the CPUs this
+    process may use, and 1 where training runs on a GPU (one device, one process)."""
+    import torch
+
+    if config.processes <= 1 or torch.cuda.is_available():
+        return 1
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(config.processes, cpus or 1))
+
+
+def _launch(workers: int, argv: list[str]) -> int:
+    """Run this same command as ``workers`` data-parallel processes (``torchrun --standalone``
+    on this machine), each with an equal share of the CPUs as its threads. The workers train,
+    checkpoint and resume exactly as one process would; rank 0 writes. What they would refuse
+    (run folder, teacher, data) is refused here first, in one line."""
+    import logging
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import main as torchrun
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (cpus or 1) // workers)))
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # the worker says
+    try:
+        torchrun(["--standalone", f"--nproc-per-node={workers}", "-m", "swiftlearn.cli",
+                  *argv])
+    except ChildFailedError:
+        raise RuntimeError(f"a training process of the {workers} stopped (its message is "
+                           "above); fix that and run the same command again (add --resume to "
+                           "continue from the last checkpoint)") from None
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     given = {f.name: getattr(args, f.name) for _, f in cli_fields()
              if getattr(args, f.name) is not None}
@@ -100,8 +135,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     else:
         config = TrainConfig.from_dict(given)
     _refuse_ignored(config, given, args.recipe)
+    workers = _workers(config)
+    if workers > 1 and "RANK" not in os.environ:  # the launcher: the workers run the rest
+        preflight(config, resume=path or False, overwrite=args.overwrite)
+        return _launch(workers, args.argv)
     result = fit(config, resume=path or False, progress=not args.quiet,
                  overwrite=args.overwrite)
+    if os.environ.get("RANK", "0") != "0":
+        return 0
     if result.history and "val_top1" in result.history[-1]:
         print(f"final val top1 {result.history[-1]['val_top1']:.2f}%  ->  {result.out}")
     return 0

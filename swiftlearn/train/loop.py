@@ -21,9 +21,9 @@ import torch
 from torch import nn
 
 from ..checkpoints import load_trained, safe_load
-from ..data import CachedImages, batch_indices, load_cached
+from ..data import CachedImages, batch_indices, find_root, load_cached
 from ..model import create_model
-from ..utils import atomic_write_json, check_writable, remove_stale_temporaries
+from ..utils import QuietStop, atomic_write_json, check_writable, remove_stale_temporaries
 from .config import TrainConfig
 from .distributed import (
     broadcast_flag,
@@ -48,7 +48,7 @@ from .state import (
     set_rng_state,
     write_history,
 )
-from .step import batch_generator, build_trainer, cosine, timed_step
+from .step import DECAYS, batch_generator, build_trainer, timed_step
 from .threads import ThreadPicker
 
 __all__ = ["FitResult", "fit"]
@@ -162,6 +162,19 @@ def _check_run_folder(out: Path, resume, path: Path | None, overwrite: bool,
         "or choose another --out")
 
 
+def preflight(config: TrainConfig, resume=False, overwrite: bool = False) -> None:
+    """The refusals a run makes before any work (run folder, teacher file, data root), for a
+    launcher that starts the training processes itself: one message, before they start."""
+    out = Path(config.out)
+    path = _resume_path(resume, out)
+    _check_run_folder(out, resume, path, overwrite, config)
+    if path is not None:
+        read_resume(path, config)  # the changes a resume may not make
+    if config.teacher:
+        _check_teacher(config.teacher)
+    find_root(config.data)
+
+
 def _inexact_resume(saved: dict, config: TrainConfig) -> str:
     """Why a resume with ``config`` cannot reproduce the uninterrupted run bit for bit ("" when
     it can): float sums depend on the number of threads that compute them."""
@@ -210,7 +223,7 @@ class _Run:
             except ValueError as e:
                 refusal = e
         if not broadcast_flag(refusal is None, self.world):
-            raise refusal or ValueError(f"rank 0 refused the run folder {self.out}")
+            raise refusal or QuietStop(f"rank 0 refused the run folder {self.out}")
         ckpt = read_resume(path, config) if path is not None else None
         if teacher is None and config.teacher:
             _check_teacher(config.teacher)
@@ -376,11 +389,11 @@ class _Run:
             self.log(f"{self.out} has already finished{wrote}")
 
     def set_budget_lr(self, used: float) -> None:
-        """Time-budget runs: warm-up by steps, then the cosine over the budget's share used."""
+        """Time-budget runs: warm-up by steps, then the decay over the budget's share used."""
         c = self.config
         warm = min(1.0, (self.state.global_step + 1) / self.warmup)
         for group in self.trainer.optimizer.param_groups:
-            group["lr"] = c.lr * warm * cosine(used, c.min_lr / c.lr)
+            group["lr"] = c.lr * warm * DECAYS[c.lr_decay](used, c.min_lr / c.lr)
 
     def run_epoch(self, epoch: int) -> bool:
         """Train (the rest of) ``epoch``, then validate, record and save; False when the time

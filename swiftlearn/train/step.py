@@ -24,8 +24,8 @@ from ..utils import amp_dtype, autocast
 from .config import TrainConfig
 from .ema import EMA
 
-__all__ = ["Batch", "StepResult", "Trainer", "batch_generator", "build_trainer",
-           "classification_loss", "cosine", "logits_of", "lr_factor", "make_batch",
+__all__ = ["DECAYS", "Batch", "StepResult", "Trainer", "batch_generator", "build_trainer",
+           "classification_loss", "cosine", "linear", "logits_of", "lr_factor", "make_batch",
            "param_groups", "timed_step", "train_step"]
 
 
@@ -67,14 +67,25 @@ def cosine(fraction: float, min_ratio: float) -> float:
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(fraction, 1.0)))
 
 
-def lr_factor(warmup_steps: int, total_steps: int, min_ratio: float) -> Callable[[int], float]:
+def linear(fraction: float, min_ratio: float) -> float:
+    """A straight line from 1 to ``min_ratio`` as ``fraction`` goes from 0 to 1 (then flat)."""
+    return 1 - (1 - min_ratio) * min(max(fraction, 0.0), 1.0)
+
+
+DECAYS = {"cosine": cosine, "linear": linear}
+
+
+def lr_factor(warmup_steps: int, total_steps: int, min_ratio: float,
+              decay: str = "cosine") -> Callable[[int], float]:
     """The learning-rate multiplier per step: linear warm-up to 1 over ``warmup_steps``, then
-    cosine down to ``min_ratio`` at ``total_steps`` (for ``LambdaLR``)."""
+    ``decay`` (cosine or linear) down to ``min_ratio`` at ``total_steps`` (for ``LambdaLR``)."""
+    curve = DECAYS[decay]
+
     def f(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
         t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return cosine(t, min_ratio)
+        return curve(t, min_ratio)
     return f
 
 
@@ -166,8 +177,8 @@ class StepResult:
 def build_trainer(config: TrainConfig, model: nn.Module, steps_per_epoch: int,
                   device: torch.device, *, teacher: nn.Module | None = None,
                   net: nn.Module | None = None) -> Trainer:
-    """AdamW (decay groups), warm-up + cosine per step, gradient scaler for fp16, EMA: the
-    training objects for ``model`` as ``config`` says."""
+    """AdamW (decay groups), warm-up then a cosine or linear decay per step, gradient scaler
+    for fp16, EMA: the training objects for ``model`` as ``config`` says."""
     # fused: one kernel over all tensors; on the CPU torch's default is a Python loop of ~10
     # small ops per tensor (see the train bench's "AdamW for-loop" row)
     optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr,
@@ -175,7 +186,7 @@ def build_trainer(config: TrainConfig, model: nn.Module, steps_per_epoch: int,
     total = config.epochs * steps_per_epoch
     warmup = max(1, round(config.warmup_epochs * steps_per_epoch))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_factor(warmup, total, config.min_lr / config.lr))
+        optimizer, lr_factor(warmup, total, config.min_lr / config.lr, config.lr_decay))
     dtype = amp_dtype(config.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     ema = EMA(model, config.ema_decay) if config.ema_decay else None
