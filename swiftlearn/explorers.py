@@ -389,6 +389,16 @@ class AttentionExplorer(_Explorer):
         super().__init__(photos)
         if heads < 1:
             raise ValueError(f"heads must be >= 1, got {heads}")
+        # every token source must split into the heads, checked now, not at the first choice
+        dims = {"learning-free": 3 * 4 ** 2 + 16}  # viz.photo_tokens' D
+        if model is not None:
+            dims["learned (stage 3)"] = model.widths[2]
+        bad = {name: d for name, d in dims.items() if d % heads}
+        if bad:
+            fits = sorted(h for h in range(1, 17) if all(d % h == 0 for d in dims.values()))
+            raise ValueError(f"heads={heads} does not divide the token width "
+                             + ", ".join(f"D={d} ({name})" for name, d in bad.items())
+                             + f"; choose one of {fits}")
         self.model, self.heads = model, int(heads)
         self._tokens: dict[tuple[str, str], torch.Tensor] = {}
         grid = SIZE // 16

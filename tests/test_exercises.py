@@ -1,5 +1,6 @@
-"""Every exercise of notebooks 01-06: its printed solution passes its check, its skeleton reads as
-"not attempted yet", and plausible wrong answers fail with a message that names the mistake.
+"""Every exercise of notebooks 01-07 and 09: its printed solution passes its check, its skeleton
+reads as "not attempted yet", and plausible wrong answers fail with a message that names the
+mistake.
 
 The solutions are read from the notebooks' ``<details>`` cells and run in a namespace built from
 the notebook's own import statements, so a solution that uses a module the notebook never
@@ -31,18 +32,20 @@ from swiftlearn.exercises import (
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 FILES = {"01": "01_self_attention", "02": "02_separable_attention",
          "03": "03_additive_attention", "04": "04_swiftformer", "05": "05_complexity",
-         "06": "06_train_imagenette"}
+         "06": "06_train_imagenette", "07": "07_coreml_export", "09": "09_compression"}
 _CACHE: dict[str, tuple[list, str]] = {}
 
 
 def _exercise_cells(key: str) -> tuple[list, str]:
-    """The cells from '## Exercises' to '## Further reading', and the notebook's imports."""
+    """The cells from '## Exercises' (or '## 4. Exercises: ...') to the next section, and the
+    notebook's imports."""
     if key not in _CACHE:
         nb = nbformat.read(NOTEBOOKS / f"{FILES[key]}.ipynb", as_version=4)
         start = next(i for i, c in enumerate(nb.cells) if c.cell_type == "markdown"
-                     and re.search(r"^## Exercises", c.source, re.M))
-        end = next(i for i, c in enumerate(nb.cells) if i > start and c.cell_type == "markdown"
-                   and re.search(r"^## Further reading", c.source, re.M))
+                     and re.search(r"^## (\d+\. )?Exercises", c.source, re.M))
+        end = next((i for i, c in enumerate(nb.cells) if i > start and c.cell_type == "markdown"
+                    and re.search(r"^## (?!(\d+\. )?Exercises)", c.source, re.M)),
+                   len(nb.cells))
         imports = []
         for cell in nb.cells:
             if cell.cell_type != "code":
@@ -57,7 +60,10 @@ def _exercise_cells(key: str) -> tuple[list, str]:
 
 def _namespace(key: str) -> dict:
     ns: dict = {}
-    exec(_exercise_cells(key)[1], ns)  # the notebook's imports, nothing else
+    try:
+        exec(_exercise_cells(key)[1], ns)  # the notebook's imports, nothing else
+    except ImportError as e:  # 07 and 09 import the export extra
+        pytest.skip(f"notebook {key} needs {e.name}: pip install -e '.[export]'")
     return ns
 
 
@@ -478,6 +484,10 @@ def top1_from_confusion(conf):
 def min_smoothed_loss(eps, K):
     hi, lo = 1 - eps, eps / (K - 1)
     return -(hi * np.log(hi) + (K - 1) * lo * np.log(lo))""", "over all K classes"),
+    ("06", 1, """
+def top1_from_confusion(conf):
+    conf = np.asarray(conf)
+    return conf.max(axis=1).sum() / conf.sum() * 100""", "row's largest entry"),
     ("06", 2, """
 def min_smoothed_loss(eps, K):
     hi, lo = 1 - eps + eps / K, eps / K
@@ -519,6 +529,71 @@ def lr_at(step, peak, warmup, total, min_lr):
         return peak * (step + 1) / warmup
     t = min((step - warmup) / (total - warmup), 1.0)
     return peak * 0.5 * (1 + math.cos(math.pi * t))""", "ends at 0"),
+    ("07", 1, """
+def imagetype_by_hand(mean, std):
+    sigma = sum(std) / len(std)
+    return 1 / (255 * sigma), [-m / sigma for m in mean], max(s / sigma - 1 for s in std)""",
+     "(abs)"),
+    ("07", 1, """
+def imagetype_by_hand(mean, std):
+    sigma = sum(std) / len(std)
+    return 1 / (255 * sigma), [-m / sigma for m in mean], max(std) / sigma - 1""",
+     "may be the smallest"),
+    ("07", 1, """
+def imagetype_by_hand(mean, std):
+    sigma = sum(std) / len(std)
+    return 1 / (255 * sigma), [-255 * m / sigma for m in mean], max(abs(s / sigma - 1)
+                                                                    for s in std)""",
+     "the 255 belongs to the scale only"),
+    ("07", 2, """
+@mil.register_op("sigmoid_hard")
+def sigmoid_hard(x, alpha=0.2, beta=0.5, **_):
+    return torch.nn.functional.hardsigmoid(x)""", "ignores alpha and beta"),
+    ("07", 2, """
+@mil.register_op("sigmoid_hard")
+def sigmoid_hard(x, alpha=0.2, beta=0.5, **_):
+    return alpha * x + beta""", "clip to [0, 1]"),
+    ("07", 2, """
+def sigmoid_hard(x, alpha=0.2, beta=0.5, **_):
+    return torch.clamp(alpha * x + beta, 0.0, 1.0)""", "register it"),
+    ("07", 3, """
+def split_normalize(pixels):
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    return pixels / 255 - mean""", "factor is missing"),
+    ("07", 3, """
+def split_normalize(pixels):
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (pixels / 255 - mean) * std""", "k_c = 1 / std_c"),
+    ("09", 1, """
+def dequantize(q, scale, zero_point, axis):
+    shape = [1] * q.ndim
+    shape[axis] = -1
+    return scale.reshape(shape) * (q.astype(np.float16) - zero_point.astype(np.float16)
+                                   .reshape(shape))""", "float16 arithmetic"),
+    ("09", 1, """
+def dequantize(q, scale, zero_point, axis):
+    shape = [1] * q.ndim
+    shape[axis] = -1
+    s = np.asarray(scale, np.float32).reshape(shape)
+    return s * (q - zero_point.reshape(shape)).astype(np.float32)""", "overflowed int8"),
+    ("09", 1, """
+def dequantize(q, scale, zero_point, axis):
+    shape = [1] * q.ndim
+    shape[axis] = -1
+    return np.asarray(scale, np.float32).reshape(shape) * q.astype(np.float32)""",
+     "zero point is missing"),
+    ("09", 2, """
+def unpack(packed, nbits, count):
+    bits = np.unpackbits(packed)[: nbits * count]
+    return bits.reshape(count, nbits) @ (1 << np.arange(nbits))""", "bitorder='little'"),
+    ("09", 2, """
+def unpack(packed, nbits, count):
+    return (packed & (2 ** nbits - 1))[:count]""", "does not sit in its own byte"),
+    ("09", 2, """
+def unpack(packed, nbits, count):
+    bits = np.unpackbits(packed, bitorder="little")[: nbits * count]
+    return bits.reshape(count, nbits) @ (1 << np.arange(nbits)[::-1])""", "reversed"),
 ]
 
 

@@ -107,11 +107,32 @@ def test_attention_learned_tokens_from_a_model(model):
     _assert_drawn(e)
 
 
-def test_attention_callback_errors_surface():
-    e = ex.AttentionExplorer(PHOTOS, heads=5)  # 5 heads do not divide D = 64
-    with pytest.raises(ValueError, match="5 heads do not divide D=64"):
+def test_heads_that_do_not_divide_a_token_width_are_refused_at_once():
+    with pytest.raises(ValueError, match=r"heads=5 does not divide the token width D=64 "
+                                         r"\(learning-free\); choose one of \[1, 2, 4, 8, 16\]"):
+        ex.AttentionExplorer(PHOTOS, heads=5)
+    model = create_model("swiftformer_xs", num_classes=10).eval()  # stage 3: D = 112
+    with pytest.raises(ValueError, match=r"heads=32 does not divide the token width D=112 "
+                                         r"\(learned \(stage 3\)\); choose one of "
+                                         r"\[1, 2, 4, 8, 16\]"):
+        ex.AttentionExplorer(PHOTOS, model=model, heads=32)
+    e = ex.AttentionExplorer(PHOTOS, model=model, heads=8)
+    for j in range(8):  # every head in the dropdown draws
+        e.head.value = j
+        assert e.error.value == ""
+
+
+def test_attention_callback_errors_surface(monkeypatch):
+    e = ex.AttentionExplorer(PHOTOS)
+
+    def broken():
+        raise ValueError("a bug in the explorer")
+
+    monkeypatch.setattr(e, "attention_row", broken)
+    with pytest.raises(ValueError, match="a bug in the explorer"):
         e.head.value = 0
-    assert "ValueError" in e.error.value and "do not divide" in e.error.value
+    assert "ValueError" in e.error.value and "a bug in the explorer" in e.error.value
+    monkeypatch.undo()
     e.head.value = -1  # a good value clears the error
     assert e.error.value == ""
 

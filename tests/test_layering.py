@@ -31,7 +31,8 @@ ALLOWED: dict[str, set[str]] = {
     "train": {"data", "model", "checkpoints", "utils"},
     "viz": {"utils"},
     "widgets": {"complexity", "measure", "viz", "utils"},
-    "exercises": {"attention", "blocks", "model", "complexity"},  # the notebooks' checks
+    # the notebooks' checks (07's interpreter handler: export.mil)
+    "exercises": {"attention", "blocks", "model", "complexity", "export", "utils"},
     "explorers": {"attention", "data", "viz", "utils"},  # the mechanism explorers
     "diagrams": {"utils"},  # drawn diagrams (python -m swiftlearn.diagrams)
     "export": {"model", "checkpoints", "data", "utils"},

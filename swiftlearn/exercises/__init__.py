@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from . import nb01, nb02, nb03, nb04, nb05, nb06
+from . import nb01, nb02, nb03, nb04, nb05, nb06, nb07, nb09
 from .core import NOT_ATTEMPTED, ExerciseError, attempt, calls_any, expect_close, expect_number
 from .nb01 import (
     check_01_attention_matrix_bytes,
@@ -46,10 +46,12 @@ from .nb04 import (
 )
 from .nb05 import check_05_block_crossover, check_05_heads, check_05_resolution_growth
 from .nb06 import check_06_lr_at, check_06_min_smoothed_loss, check_06_top1
+from .nb07 import check_07_imagetype_by_hand, check_07_sigmoid_hard, check_07_split_normalize
+from .nb09 import check_09_dequantize, check_09_unpack
 
 
 class Exercise(NamedTuple):
-    notebook: str  # "01" .. "06"
+    notebook: str  # "01" .. "09"
     number: int
     names: tuple[str, ...]  # what the learner defines (a function, or the predicted numbers)
     check: object  # check(*answers) prints the verdict or raises ExerciseError
@@ -79,6 +81,11 @@ EXERCISES: tuple[Exercise, ...] = (
     Exercise("06", 1, ("top1_from_confusion",), check_06_top1),
     Exercise("06", 2, ("min_smoothed_loss",), check_06_min_smoothed_loss),
     Exercise("06", 3, ("lr_at",), check_06_lr_at),
+    Exercise("07", 1, ("imagetype_by_hand",), check_07_imagetype_by_hand),
+    Exercise("07", 2, ("sigmoid_hard",), check_07_sigmoid_hard),
+    Exercise("07", 3, ("split_normalize",), check_07_split_normalize),
+    Exercise("09", 1, ("dequantize",), check_09_dequantize),
+    Exercise("09", 2, ("unpack",), check_09_unpack),
 )
 
 __all__ = [
@@ -90,6 +97,7 @@ __all__ = [
     "check_04_conv_encoder_params", "check_04_encoder_forward", "check_04_fold",
     "check_04_stage_grid", "check_05_block_crossover", "check_05_heads",
     "check_05_resolution_growth", "check_06_lr_at", "check_06_min_smoothed_loss",
-    "check_06_top1", "expect_close", "expect_number", "nb01", "nb02", "nb03", "nb04", "nb05",
-    "nb06", "scrambled",
+    "check_06_top1", "check_07_imagetype_by_hand", "check_07_sigmoid_hard",
+    "check_07_split_normalize", "check_09_dequantize", "check_09_unpack", "expect_close",
+    "expect_number", "nb01", "nb02", "nb03", "nb04", "nb05", "nb06", "nb07", "nb09", "scrambled",
 ]

@@ -42,6 +42,17 @@ def check_06_top1(top1_from_confusion, report: dict | None = None) -> None:
     }, hint="sum of the diagonal over the sum of all entries, in percent")
     expect_number(top1_from_confusion(small), 87.5,
                   f"{label}: top1_from_confusion({small.tolist()})")
+    # a class confused more often than recognised: its row's largest entry is off the diagonal
+    confused = np.array([[2, 7, 1], [1, 8, 1], [3, 0, 7]])
+    want = np.trace(confused) / confused.sum() * 100
+    expect_number(top1_from_confusion(confused), want,
+                  f"{label}: top1_from_confusion({confused.tolist()})", mistakes={
+                      "that counts each row's largest entry, the class most often predicted "
+                      "for it, which need not be the right one: count the diagonal":
+                          confused.max(axis=1).sum() / confused.sum() * 100,
+                      "that counts each column's largest entry: count the diagonal":
+                          confused.max(axis=0).sum() / confused.sum() * 100,
+                  })
     if report is not None:
         expect_number(top1_from_confusion(np.array(report["confusion"])), report["top1"],
                       f"{label}: top-1 of the evaluation above", rel=1e-9)
