@@ -688,3 +688,37 @@ def test_cli_processes_launches_its_own_data_parallel_workers(tmp_path):
     assert "error: a training process of the 2 stopped" in lines[-1], proc.stderr
     assert any("other" in line or "data" in line for line in lines[:-1]), proc.stderr
     assert not any(" torch/distributed/" in line for line in lines), proc.stderr
+
+
+def test_whitening_stem_init_decorrelates_the_first_convolution(tmp_path):
+    """stem_init='whiten': the first convolution's outputs on the training images have unit
+    variance and no correlation between patterns (a whitening transform), in +- pairs; a
+    random init's are correlated. A resume keeps the trained stem."""
+    from swiftlearn.data import load_cached, resize_center, synthetic_imagenette
+    from swiftlearn.model import create_model
+    from swiftlearn.train.stem import whiten_stem_
+
+    root = synthetic_imagenette(tmp_path / "root", per_class=6, size=48)
+    data = load_cached(root, "train", 48, cache_dir=tmp_path / "cache", progress=False)
+    model = create_model("swiftformer_xs", num_classes=10)
+    conv = model.patch_embed[0]
+
+    def outputs(conv):
+        x = resize_center(data.images, 48)
+        with torch.no_grad():
+            y = nn.functional.conv2d(x, conv.weight)  # no stride, no padding: every patch
+        return y[:, :12].transpose(0, 1).reshape(12, -1)
+
+    def largest_correlation(y):
+        r = torch.corrcoef(y)
+        return (r - torch.eye(len(r))).abs().max()
+
+    before = outputs(conv)
+    values = whiten_stem_(conv, data, 48, n_images=len(data))
+    assert (values[:-1] >= values[1:]).all()  # strongest first
+    after = outputs(conv)
+    assert torch.allclose(torch.cov(after).diagonal(), torch.ones(12), atol=0.05)
+    assert largest_correlation(after) < 0.05 < largest_correlation(before)
+    assert torch.equal(conv.weight[12:], -conv.weight[:12]) and not conv.bias.any()
+    with pytest.raises(ValueError, match="stem_init must be default or whiten"):
+        T.TrainConfig(stem_init="pca")

@@ -111,6 +111,9 @@ class TrainConfig:
     mix_prob: float = _opt(1.0, "share of batches mixed when mixup or CutMix is on")
     teacher: str | None = _opt(None, "teacher checkpoint for hard distillation (off: none)")
     teacher_model: str = _opt("swiftformer_xs", "the teacher's architecture")
+    stem_init: str = _opt("default", "the stem's first convolution at the start: default "
+                          "(PyTorch's random init) | whiten (+- the strongest whitening filters "
+                          "of the training images' 3x3 patches, as airbench does)")
     seed: int = _opt(0, "random seed")
     processes: int = _opt(1, "data-parallel training processes on this machine, launched by "
                           "`swiftlearn train` itself (torchrun --standalone), each with CPUs / "
@@ -146,6 +149,7 @@ class TrainConfig:
             (self.batch_size >= 2, "batch_size must be >= 2 (BatchNorm needs 2 samples)"),
             (self.lr > 0 and self.min_lr >= 0, "lr must be > 0 and min_lr >= 0"),
             (self.lr_decay in ("cosine", "linear"), "lr_decay must be cosine or linear"),
+            (self.stem_init in ("default", "whiten"), "stem_init must be default or whiten"),
             (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
             (0 <= self.ema_decay < 1, "ema_decay must be in [0, 1)"),
             (self.amp in AMP_MODES, "amp must be 'auto', 'bf16', 'fp16' or 'off'"),

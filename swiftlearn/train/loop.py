@@ -48,6 +48,7 @@ from .state import (
     set_rng_state,
     write_history,
 )
+from .stem import whiten_stem_
 from .step import DECAYS, batch_generator, build_trainer, timed_step
 from .threads import ThreadPicker
 
@@ -243,6 +244,8 @@ class _Run:
         torch.manual_seed(config.seed)
         model = create_model(config.model, num_classes=len(self.classes),
                              drop_path_rate=config.drop_path, **config.arch()).to(device)
+        if config.stem_init == "whiten" and ckpt is None:  # a resume restores the trained stem
+            whiten_stem_(model.patch_embed[0], train_data, config.size_at(0), seed=config.seed)
         if config.channels_last:
             model = model.to(memory_format=torch.channels_last)
         if teacher is None and config.teacher:
