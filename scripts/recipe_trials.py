@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -30,11 +29,9 @@ EXTRA_SIZES = (96, 112, 128, 144)
 
 
 def _cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() \
-            else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
+    from swiftlearn.utils import cpu_kind
+
+    return cpu_kind()["label"]
 
 
 def _write(doc: dict) -> None:
