@@ -12,7 +12,7 @@ import importlib
 import platform
 import sys
 
-from .utils import run_command
+from .utils import cpu_kind, run_command
 
 # (module, attribute) of each command's registrar, in the order `--help` lists them
 _COMMANDS = (
@@ -31,6 +31,10 @@ def _info(args: argparse.Namespace) -> int:
 
     print(f"swiftlearn {__version__} | python {platform.python_version()} | torch "
           f"{torch.__version__} | threads {torch.get_num_threads()}")
+    kind = cpu_kind()
+    print(f"CPU: {kind['label']}; speed-relevant flags: {', '.join(kind['flags']) or 'none'} "
+          "(`swiftlearn bench --suite deploy` measures which way to run a model is fastest "
+          "here)")
     root = find_root(required=False)
     print(f"Imagenette root: {root if root else 'not found (set SWIFTLEARN_DATA)'}")
     folder, size, count = cache_usage()

@@ -226,6 +226,43 @@ def check_writable(path: str | os.PathLike, what: str, kind: str = "file") -> Pa
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 
 
+def cpu_kind() -> dict:
+    """What kind of CPU this is, for naming measurements that move with it: ``name`` (the
+    model name), ``isa`` (its widest matrix or vector instructions: amx, avx512-bf16, avx512,
+    avx2 or the machine type), ``flags`` (the ones that decide speed here), ``label`` for a
+    table ("AMD EPYC, AVX2 (family 25 model 1)") and ``slug`` for a file name
+    ("amd-epyc-avx2"; "Intel(R) Xeon(R) Processor" with AMX: "intel-xeon-amx"). Two AMD EPYCs
+    of different generations get different labels."""
+    import platform
+    import re
+
+    name, flags, family, model = platform.processor() or platform.machine(), set(), "", ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key, value = key.strip(), value.strip()
+            if key == "model name" and name in (platform.processor(), platform.machine()):
+                name = value
+            elif key == "flags" and not flags:
+                flags = set(value.split())
+            elif key == "cpu family" and not family:
+                family = value
+            elif key == "model" and not model:
+                model = value
+    except OSError:
+        pass
+    isa = next((label for flag, label in (("amx_bf16", "amx"), ("avx512_bf16", "avx512-bf16"),
+                                          ("avx512f", "avx512"), ("avx2", "avx2"))
+                if flag in flags), platform.machine() or "cpu")
+    shown = sorted(flags & {"amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx512f",
+                            "avx2", "avx_vnni"})
+    where = f" (family {family} model {model})" if family else ""
+    plain = re.sub(r"\((r|tm)\)|\b(processor|cpu)\b|@.*$", " ", name.lower())
+    slug = re.sub(r"[^a-z0-9]+", "-", f"{plain} {isa}").strip("-")
+    return {"name": name, "isa": isa, "flags": shown, "slug": slug,
+            "label": f"{name}, {isa.upper().replace('-', ' ')}{where}"}
+
+
 def cpu_supports_bf16() -> bool:
     """True when the CPU has native bf16 instructions (AVX512-BF16 or AMX), where bf16 autocast
     is faster than fp32; elsewhere bf16 on CPU is emulated and slower."""
@@ -292,7 +329,7 @@ def normalize_pixels(pixels: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD)
 #: the extra that installs each optional package
 EXTRAS = {"coremltools": "export", "onnx": "export", "onnxruntime": "export",
           "onnxscript": "export", "timm": "dev", "transformers": "dev", "safetensors": "dev",
-          "playwright": "dev"}
+          "playwright": "dev", "openvino": "openvino", "nncf": "openvino"}
 
 
 class MissingExtraError(ImportError, RuntimeError):
@@ -319,10 +356,30 @@ class QuietStop(RuntimeError):
     data-parallel run other than 0, when rank 0 refused): exit status 1 without a message."""
 
 
+def _raised_in(error: BaseException) -> str | None:
+    """The installed library (torch, numpy, ...) that raised ``error``, or None when it came
+    from swiftlearn's own code (a refusal with its message) or a script: a library's error is
+    more likely a bug than a user's mistake."""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None or isinstance(error, FileNotFoundError):
+        return None
+    parts = Path(tb.tb_frame.f_code.co_filename).parts
+    for folder in ("site-packages", "dist-packages"):  # an installed library's code
+        if folder in parts and parts.index(folder) + 1 < len(parts):
+            name = parts[parts.index(folder) + 1]
+            return None if name == __package__ else name  # swiftlearn installed, not editable
+    return None
+
+
 def run_command(parser, argv=None) -> int:
     """Parse ``argv`` and run the chosen sub-command's ``func``; a user error (``ValueError``,
     ``FileNotFoundError``, ``RuntimeError``) or a refusal of the system (``OSError``: no space
-    left, read-only file system) becomes one line on stderr and exit status 1."""
+    left, read-only file system) becomes one line on stderr and exit status 1. An error raised
+    inside a library rather than by swiftlearn gets a second line saying how to see its
+    traceback: ``SWIFTLEARN_TRACEBACK=1`` lets every error through with its traceback."""
+    import os
     import sys
 
     args = parser.parse_args(argv)
@@ -330,12 +387,18 @@ def run_command(parser, argv=None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    if os.environ.get("SWIFTLEARN_TRACEBACK") == "1":
+        return int(args.func(args) or 0)
     try:
         return int(args.func(args) or 0)
     except QuietStop:
         return 1
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"{parser.prog} {args.command}: error: {e}", file=sys.stderr)
+        if (where := _raised_in(e)) is not None:
+            print(f"{parser.prog} {args.command}: (raised inside {where}, not by swiftlearn: "
+                  "run the command again with SWIFTLEARN_TRACEBACK=1 to see the traceback, and "
+                  "report it if it looks like a bug)", file=sys.stderr)
         return 1
     except OSError as e:  # the machine said no: disk full, read-only, permissions
         where = f": {e.filename}" if e.filename else ""

@@ -169,3 +169,57 @@ def test_run_command_reports_what_the_system_refused(capsys):
     assert U.run_command(parser, ["go"]) == 1
     assert capsys.readouterr().err.strip() == \
         "tool go: error: No space left on device: /runs/x/last.pt"
+
+
+def test_cpu_kind_names_the_cpu_and_its_widest_instructions(monkeypatch, tmp_path):
+    from pathlib import Path
+
+    from swiftlearn import utils
+
+    cpuinfo = {
+        "zen3": ("AMD EPYC", "25", "1", "fpu sse2 avx avx2 fma"),
+        "zen4": ("AMD EPYC 9R14", "25", "17", "avx2 avx512f avx512_vnni avx512_bf16"),
+        "spr": ("Intel(R) Xeon(R) Platinum 8480+ CPU @ 2.00GHz", "6", "143",
+                "avx2 avx512f avx512_bf16 amx_bf16 amx_int8"),
+    }
+    seen = {}
+    real_read = Path.read_text
+    for key, (name, family, model, flags) in cpuinfo.items():
+        text = (f"processor\t: 0\nmodel name\t: {name}\ncpu family\t: {family}\n"
+                f"model\t\t: {model}\nflags\t\t: {flags}\n")
+        monkeypatch.setattr(Path, "read_text", lambda self, *a, _t=text, **k: _t
+                            if str(self) == "/proc/cpuinfo" else real_read(self, *a, **k))
+        seen[key] = utils.cpu_kind()
+    assert seen["zen3"]["slug"] == "amd-epyc-avx2"
+    assert seen["zen3"]["label"] == "AMD EPYC, AVX2 (family 25 model 1)"
+    assert seen["zen4"]["slug"] == "amd-epyc-9r14-avx512-bf16"
+    assert seen["zen4"]["flags"] == ["avx2", "avx512_bf16", "avx512_vnni", "avx512f"]
+    assert seen["spr"]["slug"] == "intel-xeon-platinum-8480-amx"
+    assert len({k["slug"] for k in seen.values()}) == 3
+
+
+def test_cli_errors_from_inside_a_library_say_how_to_see_the_traceback(monkeypatch, capsys):
+    import argparse
+
+    from swiftlearn.utils import run_command
+
+    def ours(args):
+        raise ValueError("--size 7 is too small; choose 32 or more")
+
+    def torch_bug(args):
+        import torch
+
+        torch.nn.Linear(3, 4)(torch.zeros(2, 5))  # a shape error raised inside torch
+
+    for func, lines in ((ours, 1), (torch_bug, 2)):
+        parser = argparse.ArgumentParser(prog="swiftlearn")
+        sub = parser.add_subparsers(dest="command")
+        sub.add_parser("go").set_defaults(func=func)
+        assert run_command(parser, ["go"]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == lines and err[0].startswith("swiftlearn go: error: ")
+        if lines == 2:
+            assert "raised inside torch" in err[1] and "SWIFTLEARN_TRACEBACK=1" in err[1]
+    monkeypatch.setenv("SWIFTLEARN_TRACEBACK", "1")
+    with pytest.raises(RuntimeError):
+        run_command(parser, ["go"])
