@@ -1,4 +1,5 @@
-"""Export a SwiftFormer to Core ML (``.mlpackage``) and ONNX, and check both numerically.
+"""Export a SwiftFormer to Core ML (``.mlpackage``), ONNX and OpenVINO, and check each
+numerically.
 
 One concept per module:
 
@@ -8,13 +9,17 @@ One concept per module:
                    probabilities out), :func:`inspect_coreml`, :func:`imagetype_approximation`
 ``onnx``           :func:`to_onnx`, the :func:`reorder_gelu` graph pass, ONNX Runtime
                    (:func:`session_options`, :func:`onnxruntime_session`, :class:`OnnxRunner`)
+``openvino``       :func:`to_openvino` (an IR converted from the ONNX graph, metadata inside),
+                   :func:`~swiftlearn.export.openvino.quantize_openvino` (NNCF int8),
+                   :class:`OpenVinoRunner`
 ``mil``            a small interpreter that runs a saved ML Program op by op on any OS (compressed
                    weights too: the ``constexpr_*`` ops; a batch through a one-image program)
 ``compress``       :func:`compress.compress_coreml`: post-training weight compression of a package
                    (``int8``, ``palette6``, ``palette4``) with ``coremltools.optimize.coreml``
 ``accuracy``       :func:`accuracy.package_accuracy`: top-1 of a package (interpreter) and of
                    PyTorch fp32 on the same pictures, and their agreement
-``verify``         :func:`verify_coreml`, :func:`verify_onnx`: the saved artefact vs PyTorch
+``verify``         :func:`verify_coreml`, :func:`verify_onnx`, :func:`verify_openvino`: the saved
+                   artefact vs PyTorch
 ``quantize``       static int8 ONNX for the CPU (:func:`~swiftlearn.export.quantize.quantize_int8`,
                    calibration, exact graph passes, accuracy helpers); import it by name
 ``staging``        :func:`~swiftlearn.export.staging.export_stage`: the temporary sibling of the
@@ -23,13 +28,15 @@ One concept per module:
 ``cli``            ``swiftlearn export``
 =================  ===============================================================================
 
-Core ML packages take RGB pixels 0..255 and normalise inside the program; ONNX graphs take the
-normalised tensor the PyTorch model takes, so they time one-to-one with eager PyTorch.
+Core ML packages take RGB pixels 0..255 and normalise inside the program; ONNX graphs and
+OpenVINO IRs take the normalised tensor the PyTorch model takes, so they time one-to-one with
+eager PyTorch (the IR names its mean, std, size and classes in its run-time info).
 Verification needs no Mac: the package is read back and evaluated by :mod:`swiftlearn.export.mil`
 (float32 program <= 1e-4 on logits, float16 program <= 2e-2).
 
-coremltools, onnx, onnxscript and onnxruntime are optional: ``pip install -e ".[export]"``; a
-function that needs a missing one raises :class:`~swiftlearn.utils.MissingExtraError` saying so.
+coremltools, onnx, onnxscript and onnxruntime are optional: ``pip install -e ".[export]"``;
+openvino and nncf too: ``pip install -e ".[openvino]"``. A function that needs a missing one
+raises :class:`~swiftlearn.utils.MissingExtraError` saying so.
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ from .coreml import (
     to_coreml,
 )
 from .onnx import OnnxRunner, onnxruntime_session, reorder_gelu, session_options, to_onnx
+from .openvino import OpenVinoRunner, openvino_metadata, to_openvino
 from .staging import DiskFullError
 from .verify import (
     FP16_TOLERANCE,
@@ -57,10 +65,9 @@ from .verify import (
     sample_pixels,
     verify_coreml,
     verify_onnx,
+    verify_openvino,
 )
 
-#: the name this package used before :class:`~swiftlearn.utils.MissingExtraError` existed
-MissingDependencyError = MissingExtraError
 #: the evaluation size recorded in a checkpoint's metadata (notebooks 04 and 07 use this name)
 checkpoint_image_size = trained_image_size
 
@@ -68,10 +75,10 @@ __all__ = [
     "DiskFullError",
     "FP16_TOLERANCE",
     "FP32_TOLERANCE",
-    "MissingDependencyError",
     "MissingExtraError",
     "NormalizedClassifier",
     "OnnxRunner",
+    "OpenVinoRunner",
     "PackageInfo",
     "ParityReport",
     "accuracy",
@@ -85,12 +92,15 @@ __all__ = [
     "mil",
     "normalize_pixels",
     "onnxruntime_session",
+    "openvino_metadata",
     "read_coreml",
     "reorder_gelu",
     "sample_pixels",
     "session_options",
     "to_coreml",
     "to_onnx",
+    "to_openvino",
     "verify_coreml",
     "verify_onnx",
+    "verify_openvino",
 ]

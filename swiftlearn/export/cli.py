@@ -1,4 +1,5 @@
-"""``swiftlearn export``: a checkpoint in, a verified ``.mlpackage`` or ``.onnx`` out.
+"""``swiftlearn export``: a checkpoint in, a verified ``.mlpackage``, ``.onnx`` or OpenVINO
+``.xml`` out.
 
 :func:`add_cli` registers the command (``swiftlearn.cli`` assembles one such registrar per
 command). The command loads the checkpoint with :mod:`swiftlearn.checkpoints` (any format it
@@ -25,8 +26,9 @@ from .coreml import (
     to_coreml,
 )
 from .onnx import to_onnx
+from .openvino import OPENVINO_EXTRA, check_openvino_out, import_openvino
 from .staging import export_stage
-from .verify import verify_coreml, verify_onnx
+from .verify import verify_coreml, verify_onnx, verify_openvino
 
 __all__ = ["add_cli"]
 
@@ -61,19 +63,22 @@ def _load_for_export(args: argparse.Namespace) -> dict:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     fmt = args.format.lower()
-    if fmt not in ("coreml", "onnx"):
-        raise ValueError(f"unknown format {args.format!r}; choose 'coreml' or 'onnx'")
-    suffix = ".mlpackage" if fmt == "coreml" else ".onnx"
+    if fmt not in _SUFFIX:
+        raise ValueError(f"unknown format {args.format!r}; choose 'coreml', 'onnx' or "
+                         "'openvino'")
+    suffix = _SUFFIX[fmt]
     out = Path(args.out)
     if out.suffix != suffix:
         raise ValueError(f"--out for --format {fmt} must end in {suffix}, got {out}")
     # every refusal that needs no import comes first: importing coremltools alone takes seconds
     _check_format_options(args, fmt)
-    _check_quantize_args(args, fmt)  # --quantize int8 (ONNX only)
+    _check_quantize_args(args, fmt)  # --quantize int8 (ONNX and OpenVINO)
     compress = _check_compress_args(args)  # --compress (Core ML only)
     # refuse an --out that cannot be written or replaced before loading anything
     if fmt == "coreml":
         check_replaceable_package(out)
+    elif fmt == "openvino":
+        check_openvino_out(out)
     else:
         check_writable(out, "--out")
     # then fail on a missing extra, still before loading anything
@@ -86,6 +91,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
     else:
         require("onnxscript")
         require("onnxruntime")
+    if fmt == "openvino":
+        import_openvino()
+        if args.quantize:
+            require("nncf", purpose="OpenVINO int8 quantisation")
     loaded = _load_for_export(args)
     model, size, mean, std = loaded["model"], loaded["size"], loaded["mean"], loaded["std"]
     if fmt == "coreml" and compress != "none":
@@ -95,6 +104,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
                   enumerated_sizes=args.enumerated_sizes or None, mean=mean, std=std)
         report = verify_coreml(out, model, n=2, mean=mean, std=std) if args.verify else None
         print(inspect_coreml(out))
+    elif fmt == "openvino":
+        report = _export_openvino(args, loaded, out)
     elif args.quantize:
         report = _export_int8(args, loaded, out)
     else:
@@ -106,36 +117,43 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-#: options only a Core ML package has: (flag, argparse dest, why an ONNX export has no use for it)
+_SUFFIX = {"coreml": ".mlpackage", "onnx": ".onnx", "openvino": ".xml"}
+
+#: options only a Core ML package has: (flag, argparse dest, why an ONNX or OpenVINO export has
+#: no use for it; labels: the OpenVINO IR carries the checkpoint's class names)
 _CORE_ML_ONLY = (
-    ("--precision", "precision", "the ONNX graph is float32 (for int8: --quantize int8)"),
-    ("--enumerated-sizes", "enumerated_sizes", "the ONNX graph takes the one --image-size (its "
+    ("--precision", "precision", "the {fmt} graph is float32 (for int8: --quantize int8)"),
+    ("--enumerated-sizes", "enumerated_sizes", "the {fmt} graph takes the one --image-size (its "
      "batch axis is free)"),
-    ("--labels", "labels", "the ONNX graph outputs logits, without class names"),
-    ("--compress", "compress", "for an int8 ONNX model use --quantize int8"),
+    ("--labels", "labels", "the {fmt} graph outputs logits, without class names"),
+    ("--compress", "compress", "for an int8 {fmt} model use --quantize int8"),
 )
 
 
 def _check_format_options(args: argparse.Namespace, fmt: str) -> None:
     """Refuse, before any work, an option the chosen format would silently ignore."""
-    if fmt != "onnx":
+    if fmt == "coreml":
         return
+    name = "ONNX" if fmt == "onnx" else "OpenVINO"
     for flag, dest, why in _CORE_ML_ONLY:
         if getattr(args, dest, None) is not None:
-            raise ValueError(f"{flag} is for --format coreml only ({why}); drop {flag} or use "
-                             "--format coreml")
+            raise ValueError(f"{flag} is for --format coreml only ({why.format(fmt=name)}); "
+                             f"drop {flag} or use --format coreml")
 
 
 def add_cli(subparsers) -> None:
     """Register ``swiftlearn export``."""
     p = subparsers.add_parser(
-        "export", help="export a checkpoint to Core ML (.mlpackage) or ONNX, and verify it",
-        description="Export a trained SwiftFormer to Core ML or ONNX and check it numerically "
-                    "against PyTorch (needs the export extra: " + _EXTRA + ").")
+        "export", help="export a checkpoint to Core ML (.mlpackage), ONNX or OpenVINO (.xml), "
+        "and verify it",
+        description="Export a trained SwiftFormer to Core ML, ONNX or OpenVINO and check it "
+                    "numerically against PyTorch (needs the export extra: " + _EXTRA + "; for "
+                    "OpenVINO also its own: " + OPENVINO_EXTRA + ").")
     p.add_argument("--checkpoint", required=True, help="a .pt/.pth checkpoint (any format "
                    "swiftlearn.checkpoints reads)")
-    p.add_argument("--format", required=True, help="coreml or onnx")
-    p.add_argument("--out", required=True, help="output path (.mlpackage or .onnx)")
+    p.add_argument("--format", required=True, help="coreml, onnx or openvino (an IR: .xml "
+                   "and .bin; needs the openvino extra)")
+    p.add_argument("--out", required=True, help="output path (.mlpackage, .onnx or .xml)")
     p.add_argument("--model", default=None, help="variant (default: inferred from the weights)")
     p.add_argument("--num-classes", type=int, default=None,
                    help="classifier outputs (default: the checkpoint's)")
@@ -166,8 +184,9 @@ _HELD_OUT = 8  # calibration-folder images kept out of calibration, for the chec
 
 def _add_quantize_args(p) -> None:
     p.add_argument("--quantize", default=None, choices=["int8"],
-                   help="ONNX only: static int8 (QDQ: int8 weights per channel, uint8 "
-                        "activations), calibrated on --calibration-data")
+                   help="ONNX or OpenVINO: static int8 (ONNX: QDQ, int8 weights per channel, "
+                        "uint8 activations; OpenVINO: NNCF's post-training quantisation), "
+                        "calibrated on --calibration-data")
     p.add_argument("--calibration-data", default=None,
                    help="with --quantize: an Imagenette root (its train/ split) or a folder of "
                         "training images")
@@ -183,10 +202,11 @@ def _check_quantize_args(args: argparse.Namespace, fmt: str) -> None:
                            ("--calibration-images", "calibration_images")):
             if getattr(args, dest, None) is not None:
                 raise ValueError(f"{flag} is for --quantize int8 (calibration); add --quantize "
-                                 f"int8 (with --format onnx) or drop {flag}")
+                                 f"int8 (with --format onnx or openvino) or drop {flag}")
         return
-    if fmt != "onnx":
-        raise ValueError(f"--quantize int8 makes an ONNX model; use --format onnx, not {fmt}")
+    if fmt == "coreml":
+        raise ValueError("--quantize int8 makes an ONNX or OpenVINO model; use --format onnx or "
+                         "openvino (Core ML's int8 weights: --compress int8)")
     if not args.calibration_data:
         raise ValueError("--quantize int8 needs --calibration-data: a folder of a few hundred "
                          "training images (e.g. an Imagenette root)")
@@ -197,23 +217,51 @@ def _check_quantize_args(args: argparse.Namespace, fmt: str) -> None:
         raise ValueError(f"--calibration-images must be >= 1, got {args.calibration_images}")
 
 
-def _export_int8(args: argparse.Namespace, loaded: dict, out: Path):
-    """fp32 ONNX in the export's temporary folder beside ``out``, quantised there, checked,
-    moved into place."""
-    import os
+def _calibration(args: argparse.Namespace, loaded: dict):
+    """(calibration images, held-out images for the check) from --calibration-data."""
+    from .quantize import calibration_images
 
-    from .quantize import calibration_images, check_int8, quantize_int8
-
-    model, size = loaded["model"], loaded["size"]
     count = args.calibration_images or _CALIBRATION_IMAGES
     with warnings.catch_warnings(record=True) as skipped:  # corrupt images: one line each
         warnings.simplefilter("always", RuntimeWarning)
-        images = calibration_images(args.calibration_data, count + _HELD_OUT, size,
+        images = calibration_images(args.calibration_data, count + _HELD_OUT, loaded["size"],
                                     mean=loaded["mean"], std=loaded["std"])
     for w in skipped:
         print(f"swiftlearn export: warning: {w.message}", file=sys.stderr)
     held_out = images[-_HELD_OUT:] if len(images) > _HELD_OUT else images
     calibration = images[:-_HELD_OUT] if len(images) > _HELD_OUT else images
+    return calibration, held_out
+
+
+def _export_openvino(args: argparse.Namespace, loaded: dict, out: Path):
+    """An OpenVINO IR (fp32 weights, or NNCF int8 with --quantize), checked against PyTorch."""
+    from .openvino import quantize_openvino, to_openvino
+    from .quantize import check_int8
+
+    model, size = loaded["model"], loaded["size"]
+    meta = {"labels": loaded["labels"], "mean": loaded["mean"], "std": loaded["std"]}
+    if not args.quantize:
+        to_openvino(model, out, size, **meta)
+        print(f"{out}: {out.with_suffix('.bin').stat().st_size / 1e6:.2f} MB of float32 "
+              f"weights in {out.with_suffix('.bin').name}, input [batch, 3, {size}, {size}]")
+        return verify_openvino(out, model) if args.verify else None
+    calibration, held_out = _calibration(args, loaded)
+    quantize_openvino(model, out, calibration, size, **meta)
+    print(f"{out}: {out.with_suffix('.bin').stat().st_size / 1e6:.2f} MB, int8 (NNCF), input "
+          f"[batch, 3, {size}, {size}], calibrated on {len(calibration)} images from "
+          f"{args.calibration_data}")
+    return check_int8(out, model, held_out, runtime="openvino") if args.verify else None
+
+
+def _export_int8(args: argparse.Namespace, loaded: dict, out: Path):
+    """fp32 ONNX in the export's temporary folder beside ``out``, quantised there, checked,
+    moved into place."""
+    import os
+
+    from .quantize import check_int8, quantize_int8
+
+    model, size = loaded["model"], loaded["size"]
+    calibration, held_out = _calibration(args, loaded)
     weight_bytes = 4 * sum(p.numel() for p in model.parameters())
     with export_stage(out, needed=4 * weight_bytes) as stage:
         fp32 = to_onnx(model, stage / "fp32.onnx", size)

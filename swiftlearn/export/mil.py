@@ -523,10 +523,6 @@ class MilInterpreter:
                 dense = dense.astype(np.float16)
             self.constants[name] = _to_value(dense)
 
-    def op_types(self) -> Counter:
-        """Op types this interpreter executes (no consts), with their counts."""
-        return Counter(op.op_type for op in self._ops)
-
     def logits_name(self) -> str:
         """Name of the value the (last) softmax turns into probabilities: the logits."""
         softmaxes = [op for op in self._ops if op.op_type == "softmax"]

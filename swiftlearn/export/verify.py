@@ -32,7 +32,7 @@ from .mil import MilInterpreter
 from .onnx import OnnxRunner
 
 __all__ = ["FP16_TOLERANCE", "FP32_TOLERANCE", "ParityReport", "agreement_text", "sample_pixels",
-           "top1_margin", "verify_coreml", "verify_onnx"]
+           "top1_margin", "verify_coreml", "verify_onnx", "verify_openvino"]
 
 FP32_TOLERANCE = 1e-4  #: max |logit difference| for a float32 program or ONNX graph
 FP16_TOLERANCE = 2e-2  #: max |logit difference| for a float16 program
@@ -244,11 +244,32 @@ def verify_onnx(path: str | os.PathLike, model: nn.Module, inputs: torch.Tensor 
         RuntimeError: the logits differ by more than ``tolerance`` (with ``strict``).
     """
     runner = OnnxRunner(path, threads)
+    shape = runner.session.get_inputs()[0].shape
+    return _verify_runner("ONNX Runtime", "the ONNX model", runner, (shape[2], shape[3]), model,
+                          inputs, tolerance, seed, strict)
+
+
+def verify_openvino(path: str | os.PathLike, model: nn.Module,
+                    inputs: torch.Tensor | None = None, *, tolerance: float = FP32_TOLERANCE,
+                    threads: int = 1, seed: int = 0, strict: bool = True) -> ParityReport:
+    """OpenVINO (f32 inference precision) vs PyTorch, as :func:`verify_onnx`: ``path`` is an
+    ``.xml`` from :func:`~swiftlearn.export.to_openvino`. f32 is forced because OpenVINO's
+    default on a CPU with AMX or AVX-512 BF16 computes in bf16, which is a speed choice, not
+    the export's fidelity (``swiftlearn bench`` measures both)."""
+    from .openvino import OpenVinoRunner
+
+    runner = OpenVinoRunner(path, threads, precision="f32")
+    shape = runner.compiled.input(0).get_partial_shape()
+    return _verify_runner("OpenVINO (f32)", "the OpenVINO model", runner,
+                          (shape[2].get_length(), shape[3].get_length()), model, inputs,
+                          tolerance, seed, strict)
+
+
+def _verify_runner(backend: str, what: str, runner, hw, model, inputs, tolerance, seed,
+                   strict) -> ParityReport:
     if inputs is None:
-        shape = runner.session.get_inputs()[0].shape
-        h, w = shape[2], shape[3]
         g = torch.Generator().manual_seed(seed)
-        batches = [torch.randn(b, 3, h, w, generator=g) for b in (1, 3)]
+        batches = [torch.randn(b, 3, *hw, generator=g) for b in (1, 3)]
     else:
         batches = [torch.as_tensor(inputs).float()]
     got, ref = [], []
@@ -257,8 +278,8 @@ def verify_onnx(path: str | os.PathLike, model: nn.Module, inputs: torch.Tensor 
             got.append(runner(x))
             ref.append(model(x).numpy())
     probs = [torch.as_tensor(g).softmax(-1).numpy() for g in got]
-    report = _compare("ONNX Runtime", got, probs, ref, tolerance,
+    report = _compare(backend, got, probs, ref, tolerance,
                       details={"batch_sizes": [len(x) for x in batches]})
     if strict and not report.ok:
-        raise RuntimeError(f"the ONNX model disagrees with PyTorch: {report}")
+        raise RuntimeError(f"{what} disagrees with PyTorch: {report}")
     return report
