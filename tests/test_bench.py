@@ -23,10 +23,15 @@ def tiny_result():
 def test_rows_and_reference(tiny_result):
     r = tiny_result
     assert r["suite"] == "latency" and r["reference"] == bench.REFERENCE
+    from swiftlearn.utils import cpu_supports_bf16
+
     keys = [(row["impl"], row["model"], row["backend"]) for row in r["rows"]]
+    bf16 = [("swiftlearn", "swiftformer_xs", "fused+bf16")] if cpu_supports_bf16() else []
     assert keys == [("swiftlearn", "swiftformer_xs", "eager"),
-                    ("swiftlearn", "swiftformer_xs", "fused"),
+                    ("swiftlearn", "swiftformer_xs", "fused"), *bf16,
                     ("timm", "swiftformer_xs", "eager")]
+    if not bf16:
+        assert any("fused+bf16 omitted: this CPU has no native bf16" in n for n in r["notes"])
     for row in r["rows"]:
         lat = row["latency"]["1"]
         assert lat["n"] == 2 and lat["q1_ms"] <= lat["median_ms"] <= lat["q3_ms"]
@@ -76,9 +81,13 @@ def test_missing_onnxruntime_omits_the_column_with_a_note(monkeypatch):
 def test_onnxruntime_rows():
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
+    from swiftlearn.utils import cpu_supports_bf16
+
     r = bench.run_latency(["swiftformer_xs"], onnx=True, **TINY)
-    assert [row["backend"] for row in r["rows"] if row["impl"] == "swiftlearn"] == \
-        ["eager", "fused", "onnxruntime"]
+    backends = [row["backend"] for row in r["rows"] if row["impl"] == "swiftlearn"]
+    bf16 = ["fused+bf16"] if cpu_supports_bf16() else []
+    assert [b for b in backends if not b.startswith("openvino")] == \
+        ["eager", "fused", *bf16, "onnxruntime"]
 
 
 def test_bad_arguments():
@@ -288,3 +297,71 @@ def test_profile_training_splits_the_real_step_and_reads_the_variants(monkeypatc
     assert _op_class("aten::mkldnn_convolution") == "convolution"
     assert _op_class("aten::_foreach_mul_") == "optimizer (_foreach)"
     assert _op_class("aten::addmm") == "matmul / linear"
+
+
+@pytest.mark.slow
+@pytest.mark.export
+def test_deploy_suite_times_and_scores_every_path(tmp_path, capsys):
+    """--suite deploy on a tiny trained-format checkpoint and a synthetic root: every path is
+    timed and scored on the same images, agreement with PyTorch fp32 is reported, the fastest
+    path within 0.5 points is named, and the files carry the CPU kind in their name."""
+    pytest.importorskip("timm")
+    pytest.importorskip("onnxruntime")
+    from swiftlearn.data import IMAGENETTE_CLASSES, synthetic_imagenette
+    from swiftlearn.model import create_model
+    from swiftlearn.utils import cpu_kind
+
+    root = synthetic_imagenette(tmp_path / "root", per_class=3, size=64)
+    model = create_model("swiftformer_xs", num_classes=10).eval()
+    ckpt = tmp_path / "xs.pt"
+    torch.save({"model": model.state_dict(), "classes": [w for w, _ in IMAGENETTE_CLASSES],
+                "config": {"model": "swiftformer_xs", "img_size": 64, "eval_size": 64,
+                           "cache_size": 64}}, ckpt)
+    out = tmp_path / "bench"
+    code = build_parser().parse_args(["bench", "--suite", "deploy", "--checkpoint", str(ckpt),
+                                      "--data", str(root), "--cache-dir", str(tmp_path / "c"),
+                                      "--rounds", "1", "--repeats", "1", "--out", str(out)])
+    assert code.func(code) == 0
+    slug = cpu_kind()["slug"]
+    result = json.loads((out / f"deploy-{slug}.json").read_text())
+    backends = [r["backend"] for r in result["rows"]]
+    assert backends[:3] == ["timm eager", "eager", "fused"]
+    assert {"onnxruntime", "onnxruntime int8"} <= set(backends)
+    for r in result["rows"]:
+        assert r["latency"]["n"] == 1 and r["speed_vs_timm"] > 0
+        assert 0 <= r["agreement"] <= 100 and r["top1"] == pytest.approx(
+            result["settings"]["torch_fp32_top1"] + r["delta_points"], abs=1e-6)
+    eager = next(r for r in result["rows"] if r["backend"] == "eager")
+    assert eager["agreement"] == 100.0 and eager["delta_points"] == 0.0
+    assert result["settings"]["images"] == 30 and result["settings"]["size"] == 64
+    fastest = result["fastest"]
+    ok = [r for r in result["rows"] if r["backend"] != "timm eager"
+          and r["delta_points"] >= -0.5]
+    assert fastest["backend"] == min(ok, key=lambda r: r["latency"]["median_ms"])["backend"]
+    md = (out / f"deploy-{slug}.md").read_text()
+    assert cpu_kind()["label"] in md and "Fastest path here within 0.5 points" in md
+    capsys.readouterr()
+
+
+def test_deploy_suite_refuses_before_any_work(tmp_path, capsys, monkeypatch):
+    from swiftlearn.bench import cli as bench_cli
+
+    def work(*_, **__):
+        raise AssertionError("the refusal came after work began")
+
+    monkeypatch.setattr(bench_cli, "run_deploy", work)
+    root = tmp_path / "none"
+    cases = [
+        (["--threads", "1,2"], "--suite deploy times one thread count"),
+        (["--per-class", "0"], "--per-class must be >= 1"),
+        (["--checkpoint", str(tmp_path / "no.pt")], "no such file"),
+        (["--data", str(root)], str(root)),
+        (["--models", "xs"], "--models: not used by --suite deploy"),
+    ]
+    from swiftlearn import cli
+
+    for args, message in cases:
+        assert cli.main(["bench", "--suite", "deploy", "--out", str(tmp_path / "o"), *args]) == 1
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, (args, err)
+    assert not (tmp_path / "o").exists()

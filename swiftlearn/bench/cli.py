@@ -1,12 +1,14 @@
-"""``swiftlearn bench``: the command line of the three suites."""
+"""``swiftlearn bench``: the command line of the four suites."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from ..model import canonical_name
 from .common import usable_cpus
+from .deploy import run_deploy
 from .latency import DEFAULT_MODELS, PEER_SIZES, PEERS, run_latency
 from .mixers import run_mixers
 from .report import check_out, to_markdown, write
@@ -19,7 +21,9 @@ __all__ = ["add_cli"]
 _READS = {"latency": {"models", "threads", "repeats", "rounds", "size", "compile", "no_onnx",
                       "int8", "data"},
           "train": {"models", "data", "cache_dir", "compile"},
-          "mixers": {"threads", "repeats", "rounds", "size"}}
+          "mixers": {"threads", "repeats", "rounds", "size"},
+          "deploy": {"checkpoint", "data", "cache_dir", "threads", "repeats", "rounds", "size",
+                     "compile", "per_class"}}
 
 
 def _flag(name: str) -> str:
@@ -72,7 +76,23 @@ def _check(args: argparse.Namespace) -> tuple[list[str] | None, list[int] | None
     models, threads = _names(args.models), _threads(args.threads)
     if args.suite == "train" and models and len(models) > 1:
         raise ValueError(f"--suite train times one model, got {len(models)} in --models; give one")
-    check_out(args.out, args.suite)
+    if args.suite == "deploy":
+        if threads and len(threads) > 1:
+            raise ValueError(f"--suite deploy times one thread count, got {args.threads!r}; give "
+                             "one, e.g. --threads 1")
+        if args.per_class is not None and args.per_class < 1:
+            raise ValueError(f"--per-class must be >= 1, got {args.per_class}")
+        if args.checkpoint and not Path(args.checkpoint).is_file():
+            raise ValueError(f"--checkpoint {args.checkpoint}: no such file; pass a file written "
+                             "by swiftlearn train (default: the committed XS)")
+        from ..data import find_root
+
+        find_root(args.data)  # the validation images: refused now, not after the exports
+        from ..utils import cpu_kind
+
+        check_out(args.out, args.suite, f"deploy-{cpu_kind()['slug']}")
+    else:
+        check_out(args.out, args.suite)
     return models, threads
 
 
@@ -85,11 +105,22 @@ def _given(value, default):
 def _cmd(args: argparse.Namespace) -> int:
     models, threads = _check(args)
     size = _given(args.size, 224)
+    if args.size is not None:
+        from .common import check_size
+
+        check_size(args.size)
     if args.suite == "mixers":
         result = run_mixers(threads=threads or [1], size=size,
                             rounds=_given(args.rounds, 1 if args.quick else 5),
                             repeats=_given(args.repeats, 2 if args.quick else 10),
                             warmup=1 if args.quick else 5, progress=True)
+    elif args.suite == "deploy":
+        result = run_deploy(args.checkpoint, args.data, threads=(threads or [1])[0],
+                            rounds=_given(args.rounds, 2 if args.quick else 5),
+                            repeats=_given(args.repeats, 3 if args.quick else 10),
+                            warmup=2 if args.quick else 5, size=args.size, compile=args.compile,
+                            per_class=args.per_class or (20 if args.quick else None),
+                            cache_dir=args.cache_dir, progress=True)
     elif args.suite == "train":
         result = run_train(models[0] if models else "swiftformer_xs", quick=args.quick,
                            data_root=args.data, cache_dir=args.cache_dir, compile=args.compile,
@@ -114,10 +145,13 @@ def add_cli(subparsers) -> None:
     summary = sys.modules[__package__].__doc__.split("\n\n")[0]  # the package docstring's
     p = subparsers.add_parser("bench", help="CPU latency of SwiftFormer vs its peers "
                               "(markdown + JSON)", description=summary)
-    p.add_argument("--suite", choices=("latency", "train", "mixers"), default="latency",
+    p.add_argument("--suite", choices=("latency", "train", "mixers", "deploy"),
+                   default="latency",
                    help="latency: SwiftFormer vs its peers; train: training throughput of the "
                    "trainer's step vs a plain loop; mixers: params, GMACs and latency of every "
-                   "token-mixer variant (notebook 08)")
+                   "token-mixer variant (notebook 08); deploy: latency and validation top-1 of "
+                   "every way to run a trained model here (PyTorch, ONNX Runtime, OpenVINO; "
+                   "fp32, bf16, int8), and the fastest that keeps its accuracy")
     lo, hi = PEER_SIZES["efficientformer_l1"]
     p.add_argument("--models", help="comma-separated: swiftformer_xs,s,l1,l3 and timm peers "
                    f"({', '.join(PEERS)}); leave it out for all (an empty list is refused); "
@@ -140,8 +174,13 @@ def add_cli(subparsers) -> None:
                    "otherwise): checks the machinery in ~1 minute")
     p.add_argument("--data", help="train suite: an Imagenette root, to time both loops on the "
                    "real images (default: synthetic images); latency suite with --int8: the "
-                   "calibration images")
-    p.add_argument("--cache-dir", help="train suite: decoded cache folder (with --data)")
+                   "calibration images; deploy suite: the validation and calibration images "
+                   "(default: SWIFTLEARN_DATA or the data folder)")
+    p.add_argument("--cache-dir", help="train and deploy suites: decoded cache folder")
+    p.add_argument("--checkpoint", help="deploy suite: the trained model (default: the "
+                   "committed assets/swiftformer_xs_imagenette.pt)")
+    p.add_argument("--per-class", type=int, help="deploy suite: score only the first N "
+                   "validation images of each class (default: all; --quick: 20)")
     p.add_argument("--out", default="assets/bench", help="output folder, created if missing: "
                    "gets <suite>.md and <suite>.json (default assets/bench); checked before the "
                    "run")

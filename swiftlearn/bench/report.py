@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from ..utils import check_writable
+from ..utils import atomic_write_text, check_writable
 
 __all__ = ["check_out", "to_markdown", "write"]
 
@@ -38,6 +38,8 @@ def to_markdown(result: dict) -> str:
         return _train_markdown(result)
     if result["suite"] == "mixers":
         return _mixers_markdown(result)
+    if result["suite"] == "deploy":
+        return _deploy_markdown(result)
     m, s = result["machine"], result["settings"]
     threads = [str(t) for t in s["threads"]]
     lines = [
@@ -143,27 +145,29 @@ def _profile_markdown(prof: dict, machine: dict) -> list[str]:
     return lines
 
 
-def check_out(out: str | os.PathLike, suite: str) -> tuple[Path, Path]:
-    """The two files :func:`write` makes in the folder ``out``, or a one-line ValueError if they
-    cannot be written: checked before a benchmark runs, so that minutes of timing are not lost
-    to a bad path at the end. Nothing is created."""
+def check_out(out: str | os.PathLike, suite: str, stem: str | None = None) -> tuple[Path, Path]:
+    """The two files :func:`write` makes in the folder ``out`` (``<stem or suite>.md`` and
+    ``.json``), or a one-line ValueError if they cannot be written: checked before a benchmark
+    runs, so that minutes of timing are not lost to a bad path at the end. Nothing is
+    created."""
     out = Path(out).expanduser()
     if not out.exists() and out.suffix.lower() in (".md", ".json"):
         raise ValueError(f"--out {out} looks like a file name, but --out is a folder (it gets "
                          f"{suite}.md and {suite}.json); pass a folder, e.g. {out.parent}")
     check_writable(out, "--out", kind="dir")
-    files = out / f"{suite}.md", out / f"{suite}.json"
+    files = out / f"{stem or suite}.md", out / f"{stem or suite}.json"
     for f in files:
         check_writable(f, "--out")
     return files
 
 
 def write(result: dict, out: str | os.PathLike) -> tuple[Path, Path]:
-    """Write ``<out>/<suite>.md`` and ``<out>/<suite>.json``; returns both paths."""
-    md, js = check_out(out, result["suite"])
+    """Write ``<out>/<suite>.md`` and ``<out>/<suite>.json`` (``<file_stem>`` where the result
+    names one: the deploy suite's carries the CPU kind), atomically; returns both paths."""
+    md, js = check_out(out, result["suite"], result.get("file_stem"))
     md.parent.mkdir(parents=True, exist_ok=True)
-    md.write_text(to_markdown(result))
-    js.write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_text(to_markdown(result), md)
+    atomic_write_text(json.dumps(result, indent=2) + "\n", js)
     return md, js
 
 
@@ -184,4 +188,40 @@ def _mixers_markdown(result: dict) -> str:
         "speed_vs_additive")
     lines += ["", "GMACs = FlopCounterMode FLOPs / 2, with a formula for the CPU "
               "scaled_dot_product_attention kernel (which FlopCounterMode counts 0)."]
+    return "\n".join(lines) + "\n"
+
+
+def _deploy_markdown(result: dict) -> str:
+    m, s, k = result["machine"], result["settings"], result["machine"]["cpu_kind"]
+    versions = ", ".join(f"{n} {m.get(n)}" for n in ("onnxruntime", "openvino", "nncf", "timm")
+                         if m.get(n))
+    fast = result["fastest"]
+    lines = [f"# swiftlearn bench: deploy ({s['model']}, batch 1, {s['size']}x{s['size']}, "
+             f"{s['threads']} thread{'s' if s['threads'] > 1 else ''})", "",
+             f"**{k['label']}**, {m['logical_cpus']} logical CPUs; flags: "
+             f"{', '.join(k['flags']) or 'none of AVX-512, AVX-512 VNNI/BF16, AMX'}; torch "
+             f"{m['torch']}, {versions}; {m['date']}; load average "
+             f"{m.get('load_average_start')}.", "",
+             f"Checkpoint `{s['checkpoint']}`; top-1 on {s['images']} validation images at "
+             f"{s['size']} px (PyTorch fp32: {s['torch_fp32_top1']:.2f} %); latency: "
+             f"{s['rounds']} interleaved rounds x {s['repeats']} calls after {s['warmup']} "
+             "warm-up calls, median ms [IQR]; speed = t(timm eager, same weights) / t.", "",
+             "| path | computes in | ms [IQR] | speed | top-1 | vs fp32 | same top-1 |",
+             "|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        lat = r["latency"]
+        score = ([f"{r['top1']:.2f} %", f"{r['delta_points']:+.2f}", f"{r['agreement']:.2f} %"]
+                 if "top1" in r else ["-", "-", "-"])
+        speed = f"{r['speed_vs_timm']:.2f}x" if r["speed_vs_timm"] else "-"
+        name = f"**{r['backend']}**" if r["backend"] == fast["backend"] else r["backend"]
+        lines.append(f"| {name} | {r['precision']} | {lat['median_ms']:.1f} "
+                     f"[{lat['q1_ms']:.1f}-{lat['q3_ms']:.1f}] | {speed} | " + " | ".join(score)
+                     + " |")
+    speed = f"{fast['speed_vs_timm']:.2f}x timm eager" if fast["speed_vs_timm"] else ""
+    lines += ["", f"**Fastest path here within {fast['max_loss']} points of PyTorch fp32: "
+              f"{fast['backend']}** ({speed}"
+              + (f", {fast['delta_points']:+.2f} points" if fast["delta_points"] is not None
+                 else "") + ")."]
+    if result["notes"]:
+        lines += ["", "Notes:"] + [f"- {n}" for n in result["notes"]]
     return "\n".join(lines) + "\n"

@@ -170,7 +170,8 @@ def train_flops_per_image(model: str, size: int) -> float:
 def cpu_peak() -> dict:
     """An estimate of this CPU's dense peak per core: FLOPs per cycle from its instruction sets
     (AMX tiles 1024 bf16 FLOPs/cycle; AVX-512 BF16 dot products 64; AVX-512 FP32 FMA 32, i.e.
-    one 512-bit FMA a cycle, which is what AMD Zen 4 and many Xeons sustain) times the clock in
+    one 512-bit FMA a cycle, which is what AMD Zen 4 and many Xeons sustain; AVX2 FMA 32, two
+    256-bit FMA units as on Zen 3 and Intel since Haswell) times the clock in
     /proc/cpuinfo (the current one, which may sit below the turbo clock)."""
     flags, mhz = set(), 0.0
     try:
@@ -188,7 +189,7 @@ def cpu_peak() -> dict:
     elif "avx512f" in flags:
         per_cycle, basis = 32, "AVX-512 FP32 FMA (32 FLOPs/cycle)"
     else:
-        per_cycle, basis = 16, "AVX2 FMA (16 FLOPs/cycle)"
+        per_cycle, basis = 32, "AVX2 FMA (32 FLOPs/cycle: two 256-bit FMA units, as on Zen 3)"
     ghz = mhz / 1e3 if mhz else 2.0
     return {"flops_per_s_per_core": per_cycle * ghz * 1e9, "basis": basis, "ghz": ghz,
             "flags": sorted(flags & {"amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni",

@@ -1,0 +1,159 @@
+"""The ``deploy`` suite: which way to run a *trained* SwiftFormer on this CPU.
+
+Every run path of :mod:`swiftlearn.bench.paths` (PyTorch eager, fused, fused + bf16, compiled;
+ONNX Runtime fp32 and int8; OpenVINO's default, f32 and NNCF int8) and timm's eager model with
+the same weights (the reference of the speed ratios) are timed interleaved in one process
+(batch 1, one image at the checkpoint's evaluation size), then each is scored on the whole
+validation split at the same size: top-1, the change against PyTorch fp32 and the share of
+images on which its top-1 is PyTorch fp32's. The report names the CPU (model, instruction
+sets, versions) and the fastest path that loses at most :data:`MAX_LOSS` points: the one to
+deploy on a machine like this one. Files: ``deploy-<cpu kind>.md`` and ``.json``, so tables of
+different CPU kinds sit side by side.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..utils import cpu_kind
+from .common import check_threads, machine_info, params_gmacs, summary, time_calls
+from .paths import swiftformer_paths
+
+__all__ = ["DEFAULT_CHECKPOINT", "MAX_LOSS", "run_deploy"]
+
+DEFAULT_CHECKPOINT = (Path(__file__).resolve().parents[2] / "assets"
+                      / "swiftformer_xs_imagenette.pt")
+MAX_LOSS = 0.5  #: top-1 points a deployable path may lose against PyTorch fp32
+_CALIBRATION = 200  # images, as `swiftlearn export --quantize int8` calibrates
+
+
+def _versions() -> dict:
+    out = {}
+    for name in ("onnxruntime", "openvino", "nncf", "timm"):
+        try:
+            out[name] = __import__(name).__version__
+        except ImportError:
+            out[name] = None
+    return out
+
+
+def _predict(fn, x: torch.Tensor, batch: int = 50) -> np.ndarray:
+    preds = []
+    with torch.inference_mode():
+        for i in range(0, len(x), batch):
+            out = fn(x[i:i + batch])
+            out = out if isinstance(out, np.ndarray) else out.float().numpy()
+            preds.append(out.argmax(1))
+    return np.concatenate(preds)
+
+
+def run_deploy(checkpoint=None, data_root=None, *, threads: int = 1, rounds: int = 5,
+               repeats: int = 10, warmup: int = 5, size: int | None = None,
+               compile: bool = False, per_class: int | None = None, cache_dir=None,
+               progress: bool = False) -> dict:
+    """Latency (``threads`` threads, batch 1) and validation top-1 of every run path of the
+    trained model in ``checkpoint`` (default: the committed XS), on the Imagenette root
+    ``data_root`` (default: :func:`~swiftlearn.data.find_root`); ``per_class`` scores only the
+    first images of each class (a quick check). ``size``: default the checkpoint's evaluation
+    size."""
+    from ..checkpoints import load_trained, safe_load, to_timm, trained_image_size
+    from ..data import find_root, load_cached, resize_center
+    from ..export.quantize import calibration_images
+
+    check_threads([threads])
+    if min(rounds, repeats) < 1 or warmup < 0:
+        raise ValueError("rounds and repeats must be >= 1, warmup >= 0")
+    checkpoint = Path(checkpoint or DEFAULT_CHECKPOINT)
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"no checkpoint at {checkpoint}; pass --checkpoint, a file "
+                                "written by swiftlearn train")
+    root = find_root(data_root)
+    ckpt = safe_load(checkpoint)
+    size = int(size or trained_image_size(ckpt) or 224)
+    cache_size = int((ckpt.get("config") or {}).get("cache_size") or 176)
+    model = load_trained(checkpoint)
+    name = (ckpt.get("config") or {}).get("model", "swiftformer_xs")
+    val = load_cached(root, "val", cache_size, cache_dir=cache_dir, progress=False)
+    if per_class:
+        val = val.subset(per_class)
+    x = torch.cat([resize_center(val.images[i:i + 256], size) for i in range(0, len(val), 256)])
+    labels = val.labels.numpy()
+    calib = calibration_images(root, _CALIBRATION, size)
+    notes: list[str] = []
+    info = {**machine_info(), **_versions(), "cpu_kind": cpu_kind()}
+    saved = torch.get_num_threads()
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = swiftformer_paths(model, name, size, Path(tmp), notes, compile=compile,
+                                  int8=True, calibration=calib,
+                                  calibration_note=f"{len(calib)} training images from {root}")
+        timm_fn = None
+        try:
+            import timm
+
+            ref = timm.create_model(name, num_classes=model.head.out_features).eval()
+            ref.load_state_dict(to_timm(model))
+            timm_fn = ref
+        except ImportError:
+            notes.append("timm is not installed: no reference row, no speed ratios.")
+        rows = ([{"backend": "timm eager", "precision": "fp32", "fn": timm_fn}]
+                if timm_fn is not None else [])
+        try:
+            torch.set_num_threads(threads)
+            for p in paths:
+                rows.append({"backend": p.backend, "precision": p.precision,
+                             "fn": p.make(threads)})
+            one = x[:1]
+            with torch.inference_mode():
+                for r in rows:
+                    time_calls(r["fn"], one, max(warmup, 1))  # compiles, on the first call
+                times: dict[str, list[float]] = {r["backend"]: [] for r in rows}
+                for k in range(rounds):
+                    for r in rows[k % len(rows):] + rows[:k % len(rows)]:
+                        times[r["backend"]] += time_calls(r["fn"], one, repeats)
+                    if progress:
+                        print(f"  latency round {k + 1}/{rounds}", flush=True)
+            reference = _predict(model, x)
+            for r in rows:
+                if r["backend"] == "fused+compile":  # a batch of 50 would compile again
+                    r["pred"] = None
+                    continue
+                r["pred"] = _predict(r["fn"], x)
+                if progress:
+                    print(f"  scored {r['backend']}", flush=True)
+        finally:
+            torch.set_num_threads(saved)
+    ref_ms = statistics.median(times["timm eager"]) if timm_fn is not None else None
+    torch_top1 = float(100 * (reference == labels).mean())
+    out_rows = []
+    for r in rows:
+        med = statistics.median(times[r["backend"]])
+        row = {"backend": r["backend"], "precision": r["precision"],
+               "latency": summary(times[r["backend"]]),
+               "speed_vs_timm": round(ref_ms / med, 3) if ref_ms else None}
+        if r["pred"] is not None:
+            top1 = float(100 * (r["pred"] == labels).mean())
+            row.update(top1=round(top1, 3), delta_points=round(top1 - torch_top1, 3),
+                       agreement=round(float(100 * (r["pred"] == reference).mean()), 3))
+        out_rows.append(row)
+    if compile:
+        notes.append("fused+compile is not scored (a batch of 50 would compile it again): it "
+                     "computes what fused computes, to float rounding.")
+    ok = [r for r in out_rows if r["backend"] != "timm eager"
+          and r.get("delta_points", 0.0) >= -MAX_LOSS]
+    fastest = min(ok, key=lambda r: r["latency"]["median_ms"])
+    params, gmacs = params_gmacs(model, size)
+    return {"suite": "deploy", "file_stem": f"deploy-{info['cpu_kind']['slug']}",
+            "machine": info, "rows": out_rows, "notes": notes,
+            "fastest": {"backend": fastest["backend"],
+                        "speed_vs_timm": fastest["speed_vs_timm"],
+                        "delta_points": fastest.get("delta_points"), "max_loss": MAX_LOSS},
+            "settings": {"checkpoint": str(checkpoint), "model": name, "size": size,
+                         "threads": threads, "rounds": rounds, "repeats": repeats,
+                         "warmup": warmup, "images": len(labels), "per_class": per_class,
+                         "torch_fp32_top1": round(torch_top1, 3), "params_m": round(params, 3),
+                         "gmacs": round(gmacs, 3), "calibration_images": len(calib)}}
