@@ -52,7 +52,12 @@ def table(doc: dict) -> str:
              "records; the other sizes are for information, not used to pick the recipe's. "
              "*wall*: the whole command, data loading and final evaluation included; *load*: "
              "the 1-minute load average at the end (2 means both cores busy with the run "
-             "alone).", "",
+             "alone). `--recipe quick` in a command means the quick recipe *as it was when "
+             "the trial ran* (A-F: the 14-epoch cosine recipe of commit 6ad424b; G on: the "
+             "recipe these trials led to); every trial's full config is in "
+             "`quick_trials.json`. The CPU column matters: the same command is about 1.7x "
+             "slower on the AVX2 EPYC (float32) than on the AVX-512 BF16 one (bf16 autocast).",
+             "",
              "| trial | what changed | epochs | wall | load | top-1 | at other sizes | CPU |",
              "|---|---|---|---|---|---|---|---|"]
     for r in doc["trials"]:

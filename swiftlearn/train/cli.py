@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from ..checkpoints import load_trained, safe_load, trained_image_size
@@ -99,9 +100,12 @@ def _launch(workers: int, argv: list[str]) -> int:
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (cpus or 1) // workers)))
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # the worker says
+    # torchrun keeps its workers' logs in a folder it never removes (torchelastic_* in the
+    # system temporary folder): give it one of ours, removed when the run ends
     try:
-        torchrun(["--standalone", f"--nproc-per-node={workers}", "-m", "swiftlearn.cli",
-                  *argv])
+        with tempfile.TemporaryDirectory(prefix="swiftlearn-torchrun-") as logs:
+            torchrun(["--standalone", f"--nproc-per-node={workers}", "--log-dir", logs,
+                      "-m", "swiftlearn.cli", *argv])
     except ChildFailedError:
         raise RuntimeError(f"a training process of the {workers} stopped (its message is "
                            "above); fix that and run the same command again (add --resume to "

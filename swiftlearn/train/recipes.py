@@ -2,15 +2,20 @@
 
 A recipe is a set of :class:`~swiftlearn.train.TrainConfig` values; options given beside it
 override them. Both recipes train SwiftFormer-XS from scratch on Imagenette with bf16 autocast
-where the CPU (or GPU) supports it.
+where the CPU (or GPU) supports it, and both follow a wall-time budget.
 
-* ``quick``: a live run for a learner, sized for 15 minutes on a 2-core CPU. Epoch mode (14
-  epochs), so its steps and its result do not depend on the machine's load, only its duration
-  does. Short runs need little regularisation: no mixup/CutMix, no stochastic depth, milder
-  crops; low resolution first (64 -> 80 -> 96 px, progressive resizing), evaluation at 112 px.
-  Threads: torch's default. (``threads=-1``, which switches between one and two threads as it
-  measures, trained to the same losses here but validated 8-20 points lower in the first
-  epochs, in one trial: not used until that is understood.)
+* ``quick``: a live run for a learner: 14 minutes of training on a 2-core CPU (time-budget
+  mode: the command takes about 15 minutes on any machine, and what it reaches depends on the
+  machine; ``assets/training/quick_trials.md`` has the trials that chose these values, each
+  with its command and result). Two data-parallel worker processes of one thread each
+  (``processes=2``, 1.4x one two-thread process on two cores), batch 32 per process; the stem's
+  first convolution starts as a whitening of the images' 3x3 patches (``stem_init="whiten"``:
+  +6 points at the same 20 epochs in trial F); low resolution first (64 -> 80 -> 96 px at 0 /
+  39 / 72 % of the budget, progressive resizing); a linear decay of the learning rate to zero
+  (Li et al. 2020's advice for small budgets); one evaluation, at the end, at 112 px. Short
+  runs need little regularisation: no mixup/CutMix, no stochastic depth, milder crops. For a
+  fixed number of steps instead (a comparison, the ablation grid), give ``--time-budget 0
+  --epochs 20 --progressive 0:64,10:80,16:96``: trial F, 85.1 %.
 * ``long``: the committed 90.3 % model (``assets/swiftformer_xs_imagenette.pt``): 125 minutes of
   wall time (time-budget mode, so it adapts to the machine), 96 -> 144 px, mixup/CutMix on half
   of the batches, stochastic depth 0.1, EMA 0.997.
@@ -24,10 +29,11 @@ __all__ = ["RECIPES", "from_recipe"]
 
 RECIPES: dict[str, dict] = {
     "quick": dict(
-        epochs=14, batch_size=64, lr=3e-3, min_lr=1e-5, warmup_epochs=1.0, weight_decay=0.05,
-        label_smoothing=0.1, ema_decay=0.995, img_size=96,
-        resize_schedule=[[0, 64], [6, 80], [12, 96]], scale_min=0.35, eval_size=112,
-        eval_every=2, drop_path=0.0, mixup=0.0, cutmix=0.0),
+        processes=2, batch_size=32, time_budget_min=14.0, epochs=100, lr=3e-3, min_lr=0.0,
+        lr_decay="linear", warmup_epochs=1.0, weight_decay=0.05, label_smoothing=0.1,
+        ema_decay=0.995, stem_init="whiten", img_size=96,
+        resize_schedule=[[0, 64], [39, 80], [72, 96]], scale_min=0.35, eval_size=112,
+        eval_every=100, drop_path=0.0, mixup=0.0, cutmix=0.0),
     "long": dict(
         epochs=300, batch_size=64, lr=3e-3, min_lr=1e-5, warmup_epochs=2.0, weight_decay=0.05,
         label_smoothing=0.1, ema_decay=0.997, img_size=144,
