@@ -33,10 +33,15 @@ VARIANTS: dict[str, list[str]] = {
 }
 SEEDS = {"additive-all": (0, 1, 2)}  # the baseline gets three seeds, every other variant two
 DEFAULT_SEEDS = (0, 1)
-#: the quick recipe (optimiser, schedule shape, augmentation, EMA, eval at 112 px), shortened to
-#: 5 epochs (64 -> 80 -> 96 px) so that the 15 runs fit an afternoon on two cores (~5 min each)
-RECIPE = ["--recipe", "quick", "--epochs", "5", "--progressive", "0:64,2:80,4:96",
-          "--eval-every", "3", "--warmup-epochs", "0.5", "--ema", "0.99"]
+#: the quick recipe (two one-thread workers, whitening stem, linear decay, eval at 112 px) counted
+#: in epochs instead of its 14-minute budget, so that every variant gets the same steps whatever
+#: the machine or its load: 20 epochs at 64 -> 80 -> 96 px, trial F of
+#: assets/training/quick_trials.md (85.1 % for the published model). About 15 minutes a run on
+#: an AVX-512 BF16 EPYC, 30 on an AVX2 one.
+RECIPE = ["--recipe", "quick", "--time-budget", "0", "--epochs", "20", "--progressive",
+          "0:64,10:80,16:96"]
+#: (the 5-epoch grid of before, assets/ablations/*.json, cut the quick recipe of its time to 5
+#: epochs; each of its JSON files holds the full config it ran with)
 
 
 def grid(only: list[str] | None = None) -> list[tuple[str, int]]:
@@ -74,8 +79,10 @@ def collect(variant: str, seed: int, cmd: list[str], run: Path, results: Path) -
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default=os.environ.get("SWIFTLEARN_DATA"))
-    p.add_argument("--runs", type=Path, default=Path("/work/runs/ablations"))
-    p.add_argument("--results", type=Path, default=Path("assets/ablations"))
+    p.add_argument("--runs", type=Path, default=Path("/work/runs/ablations-quick"))
+    p.add_argument("--results", type=Path, default=Path("assets/ablations/quick"),
+                   help="one JSON per finished run (default assets/ablations/quick; the 5-epoch "
+                        "grid of before is in assets/ablations/)")
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--only", nargs="*", help="variants to run (default: all)")
     p.add_argument("--threads", type=int, default=None,

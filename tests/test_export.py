@@ -16,7 +16,7 @@ import torch
 
 pytest.importorskip("coremltools", reason="needs the export extra: pip install -e '.[export]'")
 
-from helpers import randomize_  # noqa: E402
+from helpers import randomize_, spread_logits_  # noqa: E402
 
 from swiftlearn import cli, export  # noqa: E402
 from swiftlearn.data import IMAGENETTE_CLASSES, load_photos  # noqa: E402
@@ -35,12 +35,7 @@ def _model(size: int, seed: int = 0) -> torch.nn.Module:
     10-class model's (std ~3): the fp16 tolerance is an absolute one on logits."""
     model = randomize_(create_model("swiftformer_xs", num_classes=10), seed).eval()
     pixels = export.sample_pixels(None, [(size, size)], 8, seed=1)
-    with torch.no_grad():
-        spread = torch.cat([model(export.normalize_pixels(p)) for p in pixels]).std()
-        for head in (model.head, model.dist_head):
-            head.weight.mul_(3 / spread)
-            head.bias.mul_(3 / spread)
-    return model
+    return spread_logits_(model, torch.cat([export.normalize_pixels(p) for p in pixels]))
 
 
 @pytest.fixture(scope="module")

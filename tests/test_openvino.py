@@ -12,7 +12,7 @@ import torch
 
 pytest.importorskip("onnxscript", reason="needs the export extra: pip install -e '.[export]'")
 
-from helpers import randomize_  # noqa: E402
+from helpers import randomize_, spread_logits_  # noqa: E402
 
 from swiftlearn import cli, export  # noqa: E402
 from swiftlearn.data import IMAGENETTE_CLASSES  # noqa: E402
@@ -25,12 +25,8 @@ NAMES = [name for _, name in IMAGENETTE_CLASSES]
 
 def _model(seed: int = 0) -> torch.nn.Module:
     model = randomize_(create_model("swiftformer_xs", num_classes=10), seed).eval()
-    with torch.no_grad():  # logits spread like a trained model's (std ~3)
-        spread = model(torch.randn(8, 3, 64, 64)).std()
-        for head in (model.head, model.dist_head):
-            head.weight.mul_(3 / spread)
-            head.bias.mul_(3 / spread)
-    return model
+    return spread_logits_(model, torch.randn(8, 3, 64, 64, generator=torch.Generator()
+                                             .manual_seed(seed)))
 
 
 @pytest.fixture(scope="module")
