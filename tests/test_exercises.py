@@ -683,12 +683,38 @@ def test_an_endless_loop_is_stopped(monkeypatch):
     assert (signal.getitimer(signal.ITIMER_REAL)[0] > 0) == (timer > 0)
 
 
-def test_off_the_main_thread_there_is_no_limit_and_no_error():
+def test_off_the_main_thread_the_limit_holds_too(monkeypatch):
+    monkeypatch.setattr(core, "TIME_LIMIT_S", 0.5)
     results = []
-    thread = threading.Thread(target=lambda: results.append(attempt(lambda x: x + 1, 1)))
+
+    def spin(x):
+        while True:
+            pass
+
+    def run():
+        results.append(attempt(lambda x: x + 1, 1))
+        try:
+            attempt(spin, 1)
+        except ExerciseError as e:
+            results.append(str(e))
+
+    thread = threading.Thread(target=run)
     thread.start()
-    thread.join()
-    assert results == [2]
+    thread.join(timeout=30)
+    assert results[0] == 2 and "ran longer than 0.5 s" in results[1]
+
+
+def test_the_limit_survives_native_runtimes_in_the_process():
+    """The SIGALRM time limit crashed the process (exit 139) once OpenVINO and NNCF had run in
+    it; the trace-based one does not depend on signals at all."""
+    handler, tracer = signal.getsignal(signal.SIGALRM), sys.gettrace()
+    with pytest.raises(ExerciseError, match="ran longer"):
+        core.TIME_LIMIT_S, saved = 0.3, core.TIME_LIMIT_S
+        try:
+            attempt(lambda x: [None for _ in iter(int, 1)], 1)  # an endless comprehension
+        finally:
+            core.TIME_LIMIT_S = saved
+    assert signal.getsignal(signal.SIGALRM) is handler and sys.gettrace() is tracer
 
 
 def test_ctrl_c_still_stops_a_check():

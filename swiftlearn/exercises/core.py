@@ -15,12 +15,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
-import signal
 import sys
-import threading
 import time
 import types
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -73,39 +72,48 @@ class _TimeUp(BaseException):
     ``except Exception`` does not swallow it."""
 
 
+_LIBRARY_DIRS = tuple(str(p) for p in (Path(__file__).resolve().parents[1],
+                                        Path(inspect.getfile(contextlib)).resolve().parent))
+
+
+def _learners(code: types.CodeType) -> bool:
+    """Whether ``code`` is the learner's (a notebook cell, a script, a test), not swiftlearn's,
+    the standard library's or an installed package's: only the learner's code is watched."""
+    name = code.co_filename
+    return not (name.startswith(_LIBRARY_DIRS) or "site-packages" in name
+                or name.startswith("<frozen"))
+
+
 @contextlib.contextmanager
 def _time_limit(seconds: float | None):
-    """Raise :class:`_TimeUp` in the learner's code after ``seconds``.
+    """Raise :class:`_TimeUp` in the learner's code once ``seconds`` have passed.
 
-    SIGALRM on the main thread (where a notebook runs its cells): Python runs the handler
-    between bytecodes, so even ``while True: pass`` stops, and Ctrl-C still works. The previous
-    handler and what is left of a previous timer (pytest-timeout's, say) come back afterwards.
-    Off the main thread or without SIGALRM (Windows) nothing can interrupt portably: no limit.
+    A trace function on the learner's own frames (their code alone: the library, torch and the
+    standard library run untraced, at full speed) looks at the clock on every line, so even
+    ``while True: pass`` stops, on any thread, and Ctrl-C works as always. No signal: a
+    SIGALRM timer, the first way this was done, crashed the process once OpenVINO's and NNCF's
+    native code had run in it (a signal delivered while the main thread waited for the GIL).
+    Code that never returns from inside one C call (one huge tensor op) is not interrupted.
     """
-    if (not seconds or not hasattr(signal, "setitimer")
-            or threading.current_thread() is not threading.main_thread()):
+    if not seconds:
         yield
         return
-    armed = [True]
+    deadline = time.monotonic() + seconds
+    previous = sys.gettrace()
 
-    def alarm(signum, frame):
-        if armed[0]:  # not once we are cleaning up: that would skip the restore below
+    def local(frame, event, arg):
+        if event == "line" and time.monotonic() > deadline:
             raise _TimeUp
+        return local
 
-    previous = signal.signal(signal.SIGALRM, alarm)
-    old_delay, old_interval = signal.setitimer(signal.ITIMER_REAL, seconds)
-    start = time.monotonic()
+    def calls(frame, event, arg):
+        return local if _learners(frame.f_code) else None
+
+    sys.settrace(calls)
     try:
         yield
     finally:
-        try:
-            armed[0] = False
-            signal.setitimer(signal.ITIMER_REAL, 0)
-        finally:
-            signal.signal(signal.SIGALRM, signal.SIG_DFL if previous is None else previous)
-            if old_delay:
-                left = max(old_delay - (time.monotonic() - start), 1e-3)
-                signal.setitimer(signal.ITIMER_REAL, left, old_interval)
+        sys.settrace(previous)
 
 
 @contextlib.contextmanager

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -142,17 +143,22 @@ def quantize_openvino(model: nn.Module, path: str | os.PathLike, calibration: to
 
 
 class _quiet_nncf:
-    """NNCF logs each step and draws progress bars; an export prints one summary line instead."""
+    """NNCF logs each step and draws progress bars (rich, on stdout); an export prints one
+    summary line instead."""
 
     def __enter__(self):
+        import io
         import logging
 
         self.logger = logging.getLogger("nncf")
         self.level = self.logger.level
         self.logger.setLevel(logging.ERROR)
+        self.streams = sys.stdout, sys.stderr
+        sys.stdout = sys.stderr = io.StringIO()
         return self
 
     def __exit__(self, *exc):
+        sys.stdout, sys.stderr = self.streams
         self.logger.setLevel(self.level)
 
 
