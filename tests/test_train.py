@@ -722,3 +722,10 @@ def test_whitening_stem_init_decorrelates_the_first_convolution(tmp_path):
     assert torch.equal(conv.weight[12:], -conv.weight[:12]) and not conv.bias.any()
     with pytest.raises(ValueError, match="stem_init must be default or whiten"):
         T.TrainConfig(stem_init="pca")
+
+
+def test_fit_in_process_says_that_processes_needs_the_command(tmp_path):
+    T.fit(tiny_config(tmp_path / "run", epochs=1, processes=2), train_data=tiny_data(),
+          progress=False)
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "world size 1" in log and "only the command starts" in log

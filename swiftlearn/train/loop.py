@@ -292,6 +292,11 @@ class _Run:
                      f"classes), {config.epochs} epochs x {self.steps_per_epoch} steps, world "
                      f"size {self.world}, precision {self.trainer.dtype or torch.float32}, "
                      f"threads {torch.get_num_threads()}")
+        if config.processes > 1 and self.world == 1:
+            self.log(f"note: processes={config.processes} asks for {config.processes} worker "
+                     "processes, which only the command starts (`swiftlearn train`, or "
+                     "swiftlearn.train.train_command from Python); fit() trains in this one "
+                     "process")
 
     # ---------------------------------------------------------------- state and bookkeeping
 
