@@ -21,6 +21,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from swiftlearn.utils import cpu_kind
+
 #: variant -> extra ``swiftlearn train`` options (the baseline is the published model)
 VARIANTS: dict[str, list[str]] = {
     "additive-all": [],
@@ -49,7 +51,10 @@ def grid(only: list[str] | None = None) -> list[tuple[str, int]]:
     unknown = sorted(set(names) - set(VARIANTS))
     if unknown:
         raise SystemExit(f"unknown variants {unknown}; choose from {sorted(VARIANTS)}")
-    return [(v, s) for v in names for s in SEEDS.get(v, DEFAULT_SEEDS)]
+    # seed by seed: every variant's first seed lands before any second seed, so that a grid cut
+    # short (a session ends) has already compared every variant once, on the same seed
+    jobs = [(v, s) for v in names for s in SEEDS.get(v, DEFAULT_SEEDS)]
+    return sorted(jobs, key=lambda job: (job[1], names.index(job[0])))
 
 
 def command(variant: str, seed: int, data: str, runs: Path, cache_dir: str | None,
@@ -61,13 +66,33 @@ def command(variant: str, seed: int, data: str, runs: Path, cache_dir: str | Non
     return cmd + (["--threads", str(threads)] if threads is not None else [])
 
 
-def collect(variant: str, seed: int, cmd: list[str], run: Path, results: Path) -> dict:
+def per_image(run: Path, data: str, cache_dir: str | None, eval_size: int) -> dict:
+    """The finished model's outcome on every validation image, from a plain float32 forward at
+    the evaluation size, packed one bit per image (swiftlearn.stats.pack_correct), so that two
+    variants can be compared on the same images."""
+    from swiftlearn.data import load_cached
+    from swiftlearn.stats import pack_correct
+    from swiftlearn.train import evaluate, load_trained
+
+    config = json.loads((run / "config.json").read_text())
+    val = load_cached(data, "val", size=config["cache_size"], cache_dir=cache_dir,
+                      progress=False)
+    model = load_trained(run / "final_fp16.pt").float().eval()
+    r = evaluate(model, val, img_size=eval_size, amp="off", per_image=True)
+    return {"plain_fp32_top1": r["top1"], "n": r["n"], "correct": pack_correct(r["correct"]),
+            "order": "swiftlearn.data.list_samples(root, 'val')"}
+
+
+def collect(variant: str, seed: int, cmd: list[str], run: Path, results: Path, data: str,
+            cache_dir: str | None) -> dict:
     history = json.loads((run / "history.json").read_text())
     config = json.loads((run / "config.json").read_text())
     last = history[-1]
     result = {"variant": variant, "seed": seed, "command": shlex.join(cmd),
               "val_top1": last["val_top1"], "val_top5": last["val_top5"],
               "eval_size": last["eval_size"], "wall_time_s": last["wall_time_s"],
+              "cpu": cpu_kind()["label"], "val_images": per_image(run, data, cache_dir,
+                                                                 last["eval_size"]),
               "config": config, "history": history}
     results.mkdir(parents=True, exist_ok=True)
     tmp = results / f".{variant}-s{seed}.json.tmp"
@@ -113,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             # the recorded command is the one that starts the run; --resume only continues it
             real = [sys.executable, *cmd[1:]] + resume
             subprocess.run(real, check=True)
-        r = collect(variant, seed, cmd, run, args.results)
+        r = collect(variant, seed, cmd, run, args.results, args.data, args.cache_dir)
         print(f"   {variant} seed {seed}: top-1 {r['val_top1']:.2f} % at {r['eval_size']} px "
               f"({r['wall_time_s'] / 60:.1f} min)", flush=True)
     return 0

@@ -31,7 +31,7 @@ def progress_bar(iterable, **kwargs):
 def evaluate(model: nn.Module, data: CachedImages | Iterable, img_size: int = 224, *,
              batch_size: int = 128, crop_pct: float = 1.0, amp: str = "auto",
              channels_last: bool = True, classes: list[str] | None = None,
-             progress: bool = False) -> dict:
+             progress: bool = False, per_image: bool = False) -> dict:
     """Top-1, top-5, per-class accuracy and the confusion matrix of ``model`` on ``data``.
 
     Args:
@@ -41,6 +41,8 @@ def evaluate(model: nn.Module, data: CachedImages | Iterable, img_size: int = 22
         img_size, batch_size, crop_pct: preprocessing of cached images.
         amp, channels_last: as in :class:`~swiftlearn.train.TrainConfig`.
         classes: class names (default: ``data.classes``).
+        per_image: also return ``"correct"``, one bool per image in data order (for paired
+            comparisons of two models on the same images, :mod:`swiftlearn.stats`).
 
     Under ``torch.distributed`` each rank evaluates its share and the counts are summed.
 
@@ -51,6 +53,9 @@ def evaluate(model: nn.Module, data: CachedImages | Iterable, img_size: int = 22
     device = next(model.parameters()).device
     dtype = amp_dtype(amp, device)
     rank, world = dist_info()
+    if per_image and world > 1:
+        raise ValueError("evaluate(per_image=True) runs in one process: each rank sees a share")
+    correct = []
     if isinstance(data, CachedImages):
         classes = classes or data.classes
         batches = ((resize_center(data.images[idx], img_size, crop_pct), data.labels[idx])
@@ -75,6 +80,8 @@ def evaluate(model: nn.Module, data: CachedImages | Iterable, img_size: int = 22
             confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
         loss_sum += F.cross_entropy(logits, y, reduction="sum").double().cpu()
         pred = logits.argmax(1)
+        if per_image:
+            correct.append((pred == y).cpu())
         confusion += torch.bincount((y * num_classes + pred).cpu(),
                                     minlength=num_classes ** 2).view(num_classes, num_classes)
         k = min(5, logits.shape[1])
@@ -87,7 +94,10 @@ def evaluate(model: nn.Module, data: CachedImages | Iterable, img_size: int = 22
             torch.distributed.all_reduce(t)
     n = int(confusion.sum())
     per_class = (confusion.diag().double() / confusion.sum(1).clamp(min=1) * 100).tolist()
-    return {"top1": float(confusion.diag().sum()) / n * 100, "top5": float(top5) / n * 100,
-            "loss": float(loss_sum) / n, "n": n, "per_class": per_class,
-            "confusion": confusion.tolist(),
-            "classes": list(classes) if classes else [str(i) for i in range(num_classes)]}
+    out = {"top1": float(confusion.diag().sum()) / n * 100, "top5": float(top5) / n * 100,
+           "loss": float(loss_sum) / n, "n": n, "per_class": per_class,
+           "confusion": confusion.tolist(),
+           "classes": list(classes) if classes else [str(i) for i in range(num_classes)]}
+    if per_image:
+        out["correct"] = torch.cat(correct).tolist()
+    return out
