@@ -35,7 +35,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from swiftlearn.checkpoints import load_checkpoint, read_checkpoint, trained_image_size  # noqa: E402
+from swiftlearn.checkpoints import read_checkpoint  # noqa: E402
 from swiftlearn.export import inspect_coreml, to_coreml  # noqa: E402
 from swiftlearn.export.accuracy import (  # noqa: E402
     package_accuracy,
@@ -44,7 +44,7 @@ from swiftlearn.export.accuracy import (  # noqa: E402
 )
 from swiftlearn.export.checks import default_labels  # noqa: E402
 from swiftlearn.export.compress import COMPRESSIONS, check_compression, compress_coreml  # noqa: E402
-from swiftlearn.utils import IMAGENET_MEAN, IMAGENET_STD, atomic_write_json  # noqa: E402
+from swiftlearn.utils import atomic_write_json  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "imagenette2-224"
 
@@ -89,11 +89,9 @@ def main(argv=None) -> int:
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
 
     ckpt = read_checkpoint(args.checkpoint)
-    size = int(trained_image_size(ckpt.meta) or 224)
-    mean = tuple(ckpt.meta.get("mean") or IMAGENET_MEAN)
-    std = tuple(ckpt.meta.get("std") or IMAGENET_STD)
-    model = load_checkpoint(args.checkpoint, model=ckpt.variant,
-                            num_classes=ckpt.num_classes).eval()
+    size = int(ckpt.eval_size or 224)
+    mean, std = ckpt.mean, ckpt.std
+    model = ckpt.build(ckpt.variant, num_classes=ckpt.num_classes).eval()
     labels = default_labels(ckpt.num_classes, ckpt.meta.get("classes"))
     cache_size = int((ckpt.meta.get("config") or {}).get("cache_size") or 176)
 

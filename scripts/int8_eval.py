@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from swiftlearn.bench.common import machine_info  # noqa: E402
-from swiftlearn.checkpoints import load_trained, safe_load, trained_image_size  # noqa: E402
+from swiftlearn.checkpoints import read_checkpoint  # noqa: E402
 from swiftlearn.data import find_root, load_cached, resize_center  # noqa: E402
 from swiftlearn.export import to_onnx  # noqa: E402
 from swiftlearn.export.quantize import calibration_images, onnx_accuracy, quantize_int8  # noqa: E402
@@ -45,10 +45,10 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     info = machine_info()
     root = find_root(args.data)
-    ckpt = safe_load(args.checkpoint)
-    size = trained_image_size(ckpt)
-    cache_size = int((ckpt.get("config") or {}).get("cache_size") or 176)
-    model = load_trained(args.checkpoint)
+    ckpt = read_checkpoint(args.checkpoint).require_trained(args.checkpoint)
+    size = ckpt.eval_size
+    cache_size = int(ckpt.config.get("cache_size") or 176)
+    model = ckpt.build()
     val = load_cached(root, "val", cache_size, progress=False)
     if args.per_class:
         val = val.subset(args.per_class)

@@ -26,5 +26,5 @@ def create_model(name: str, num_classes: int | None = None, checkpoint=None, **k
             ``drop_path_rate``, ``formulation``, ...).
     """
     if checkpoint is None:
-        return model.create_model(name, num_classes=num_classes, **kwargs)
+        return model.build_model(name, num_classes=num_classes, **kwargs)
     return checkpoints.load_checkpoint(checkpoint, model=name, num_classes=num_classes, **kwargs)

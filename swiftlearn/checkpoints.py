@@ -34,6 +34,7 @@ weights, so :func:`load_checkpoint` chooses it by format; pass ``formulation=`` 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import warnings
@@ -44,7 +45,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .model import ALL_STAGES, SwiftFormer, create_model, variant_of
+from .model import ALL_STAGES, SwiftFormer, build_model, variant_of
 from .utils import IMAGENET_MEAN, IMAGENET_STD, atomic_torch_save, require
 
 __all__ = [
@@ -96,6 +97,12 @@ class Checkpoint:
         meta: everything else a swiftlearn checkpoint carried (``config``, ``epoch``, ...).
         arch: the token mixer a swiftlearn checkpoint records (``mixer``, ``mixer_stages``);
             empty for the published architecture and for other formats.
+        source: the path it was read from (``None`` for a dict or a module), for messages.
+
+    Every reader of a checkpoint goes through this one object, read once by
+    :func:`read_checkpoint`: evaluation and export take :attr:`eval_size`, :attr:`classes`,
+    :attr:`mean` and :attr:`std` from it, :meth:`build` makes the model, and
+    :meth:`require_trained` is the one check that a file holds swiftlearn training weights.
     """
 
     state_dict: dict[str, torch.Tensor]
@@ -108,6 +115,56 @@ class Checkpoint:
     formulation: str
     meta: dict = field(default_factory=dict)
     arch: dict = field(default_factory=dict)
+    source: str | None = None
+
+    @property
+    def config(self) -> dict:
+        """The training run's config (empty for other formats)."""
+        config = self.meta.get("config")
+        return dict(config) if isinstance(config, Mapping) else {}
+
+    @property
+    def classes(self) -> list[str] | None:
+        """The class names a swiftlearn run recorded (``None`` when none were)."""
+        classes = self.meta.get("classes")
+        return list(classes) if classes else None
+
+    @property
+    def eval_size(self) -> int | None:
+        """The image size the model was evaluated at (:func:`trained_image_size`)."""
+        return trained_image_size(self.meta)
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        """The input normalisation's mean (ImageNet's unless the file records another)."""
+        return tuple(self.meta.get("mean") or IMAGENET_MEAN)
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        return tuple(self.meta.get("std") or IMAGENET_STD)
+
+    def require_trained(self, what: str = "the checkpoint") -> Checkpoint:
+        """Refuse anything but swiftlearn training weights (``final_fp16.pt``, ``last.pt``, the
+        committed model), in one line that names ``what`` (e.g. ``"--teacher x.pt"``)."""
+        if self.format != "swiftlearn":
+            raise ValueError(f"{what} holds no swiftlearn training weights (its format is "
+                             f"{self.format}, with no training config); pass a final_fp16.pt or "
+                             "last.pt written by swiftlearn train "
+                             "(official, timm or HF files: swiftlearn.create_model(name, "
+                             "checkpoint=path))")
+        return self
+
+    def build(self, model: str | nn.Module | None = None, num_classes: int | None = None,
+              **kwargs) -> SwiftFormer:
+        """The model these weights fill (eval mode, float32): :func:`load_checkpoint` on this
+        object, with the architecture the run's config names unless ``model`` is given; the
+        model carries :attr:`classes` as ``model.classes``."""
+        if model is None and self.format == "swiftlearn":
+            model = self.config.get("model")
+        net = load_checkpoint(self, model=model, num_classes=num_classes, **kwargs)
+        if self.classes and not kwargs.get("drop_head"):
+            net.classes = self.classes
+        return net
 
     def describe(self) -> str:
         arch = self.variant or f"SwiftFormer(depths={self.depths}, widths={self.widths})"
@@ -229,25 +286,41 @@ def _structure(sd: Mapping[str, torch.Tensor]) -> tuple[tuple[int, ...], tuple[i
     return tuple(depths), tuple(widths)
 
 
-def read_checkpoint(source, formulation: str | None = None) -> Checkpoint:
+def read_checkpoint(source, formulation: str | None = None, *, use_ema: bool = True,
+                    flag: str | None = None) -> Checkpoint:
     """Read a checkpoint file, dict or module and convert it to the official layout.
 
     Args:
         source: a path (``.pth``/``.pt``/``.bin``; ``.safetensors`` too), a state dict in any of
-            :data:`FORMATS`, a dict wrapping one, or an ``nn.Module`` (timm, HF or swiftlearn).
-            A swiftlearn training checkpoint (``last.pt``) that kept an EMA yields the EMA
-            weights, like :func:`swiftlearn.train.load_trained`.
+            :data:`FORMATS`, a dict wrapping one, an ``nn.Module`` (timm, HF or swiftlearn), or
+            a :class:`Checkpoint` already read (returned as it is).
         formulation: override the attention formulation the format implies.
+        use_ema: a swiftlearn training checkpoint (``last.pt``) that kept an EMA yields the EMA
+            weights, as evaluation and export want; ``False`` takes the raw weights.
+        flag: the command-line option the path came from (``"--teacher"``), named first in the
+            message when the file holds no SwiftFormer weights.
     """
+    if isinstance(source, Checkpoint):
+        if formulation and formulation != source.formulation:
+            return dataclasses.replace(source, formulation=formulation)
+        return source
+    path = None
     if isinstance(source, (str, os.PathLike)):
+        path = str(source)
         source = safe_load(source)
-    if isinstance(source, Mapping) and isinstance(source.get("config"), Mapping) \
+    if use_ema and isinstance(source, Mapping) and isinstance(source.get("config"), Mapping) \
             and isinstance(source.get("ema"), Mapping) and "module" in source["ema"]:
         # a swiftlearn training checkpoint with an EMA: evaluate the EMA weights, as
         # swiftlearn.train.load_trained and export_weights do
         source = {**source, "model": source["ema"]["module"], "weights": "ema"}
-    sd, meta, is_swiftlearn = _unwrap(source)
-    fmt = detect_format(sd)
+    try:
+        sd, meta, is_swiftlearn = _unwrap(source)
+        fmt = detect_format(sd)
+    except ValueError as e:
+        if path is None:
+            raise
+        where = f"{flag} {path}" if flag else path
+        raise ValueError(f"{where} holds no SwiftFormer weights: {e}") from None
     if is_swiftlearn and fmt == "official":
         fmt = "swiftlearn"
     sd = {_TO_OFFICIAL[fmt](k): v for k, v in sd.items()}
@@ -264,7 +337,7 @@ def read_checkpoint(source, formulation: str | None = None) -> Checkpoint:
         distillation="dist_head.weight" in sd,
         formulation=(formulation or recorded.get("formulation")
                      or SOURCE_FORMULATION[fmt]),
-        meta=meta, arch=arch)
+        meta=meta, arch=arch, source=path)
 
 
 def _numpy_globals() -> list:
@@ -407,23 +480,16 @@ def load_trained(path: str | os.PathLike, *, model: str | None = None,
                  num_classes: int | None = None, use_ema: bool = True) -> nn.Module:
     """A model (float32, eval mode) from a trained-weights file or a training ``last.pt``.
 
-    The architecture and class count come from the file's config unless given; a ``last.pt``
+    ``read_checkpoint(path, use_ema=use_ema).require_trained().build(model, num_classes)``:
+    the architecture and class count come from the file's config unless given; a ``last.pt``
     that kept an EMA gives the EMA weights unless ``use_ema=False``. The model carries the
     class names as ``model.classes``.
     """
-    ckpt = safe_load(path)
-    if not isinstance(ckpt, Mapping) or not isinstance(ckpt.get("model"), Mapping):
-        raise ValueError(f"{path} holds no state dict under 'model'; is it a swiftlearn "
-                         "checkpoint? (official/timm/HF files: use load_checkpoint)")
-    config = ckpt.get("config") or {}
-    name = model or config.get("model")
-    if name is None:
-        raise ValueError(f"{path} has no config; pass model='swiftformer_xs' (or another)")
-    if not use_ema:
-        ckpt = {**ckpt, "ema": None}
-    net = load_checkpoint(ckpt, model=name, num_classes=num_classes)  # fp16 tensors -> fp32
-    net.classes = ckpt.get("classes")
-    return net.eval()
+    ckpt = read_checkpoint(path, use_ema=use_ema).require_trained(str(path))
+    if model is None and not ckpt.config.get("model"):
+        raise ValueError(f"{path} has no model name in its config; pass model='swiftformer_xs' "
+                         "(or another)")
+    return ckpt.build(model, num_classes=num_classes)
 
 
 # ---------------------------------------------------------------- conversion
@@ -515,7 +581,7 @@ def load_checkpoint(source, model: str | nn.Module | None = None, num_classes: i
             kwargs.setdefault(key, value)
         name = model if model is not None else ckpt.variant
         # no named variant: build the architecture the tensors describe
-        target = create_model(name, **kwargs) if name else \
+        target = build_model(name, **kwargs) if name else \
             SwiftFormer(ckpt.depths, ckpt.widths, **kwargs)
     sd = _fit_heads(sd, target, ckpt)
     # a backbone-only checkpoint (e.g. HF's SwiftFormerModel) leaves the classifier as built
@@ -555,7 +621,7 @@ def _check_fit(model: nn.Module, sd: dict, ckpt: Checkpoint, fresh: tuple[str, .
         causes.append(f"the checkpoint is {ckpt.variant or 'another architecture'} "
                       f"(depths {ckpt.depths}, widths {ckpt.widths}), the model "
                       f"{wanted or 'another'} (depths {tuple(depths)}, widths {tuple(widths)}); "
-                      f"build it with create_model({ckpt.variant!r}) or pass model=None")
+                      f"build it with swiftlearn.create_model({ckpt.variant!r}) or pass model=None")
     n = getattr(model, "num_classes", None)
     if n is not None and ckpt.num_classes and n != ckpt.num_classes:
         causes.append(f"the checkpoint has {ckpt.num_classes} classes, the model {n}; pass "

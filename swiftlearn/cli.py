@@ -27,7 +27,7 @@ def _info(args: argparse.Namespace) -> int:
 
     from . import __version__
     from .data import cache_usage, find_root
-    from .model import VARIANTS, create_model
+    from .model import VARIANTS, build_model
 
     print(f"swiftlearn {__version__} | python {platform.python_version()} | torch "
           f"{torch.__version__} | threads {torch.get_num_threads()}")
@@ -41,7 +41,7 @@ def _info(args: argparse.Namespace) -> int:
     print(f"decoded cache: {folder} ({size / 1e9:.2f} GB in {count} split cache(s); deleting "
           "the folder is safe, it is rebuilt when needed)")
     for name in VARIANTS:
-        n = sum(p.numel() for p in create_model(name).parameters())
+        n = sum(p.numel() for p in build_model(name).parameters())
         print(f"{name:16s} {n / 1e6:6.2f} M parameters")
     return 0
 

@@ -49,7 +49,7 @@ from torch import nn
 
 from .attention import EfficientAdditiveAttention, MultiHeadSelfAttention, SeparableSelfAttention
 from .measure import count_flops, peak_memory
-from .model import MIN_SIZE, VARIANTS, canonical_name, create_model
+from .model import MIN_SIZE, VARIANTS, build_model, canonical_name
 
 __all__ = [
     "BYTES_PER_ELEMENT",
@@ -467,7 +467,7 @@ def measure_model_flops(variant: str = "swiftformer_xs", H: int = 224, W: int | 
     W = H if W is None else W
     _mechanism(attention)
     with _device(device):
-        model = create_model(variant, **kwargs).eval()
+        model = build_model(variant, **kwargs).eval()
         if attention != "additive":
             for block in model.encoders():
                 block.attn = build_attention(attention, block.attn.dim, heads)

@@ -59,7 +59,7 @@ __all__ = [
     "check_mixer_stages",
     "canonical_name",
     "check_images",
-    "create_model",
+    "build_model",
     "swiftformer_l1",
     "swiftformer_l3",
     "swiftformer_s",
@@ -346,7 +346,7 @@ def swiftformer_l3(**kwargs) -> SwiftFormer:
     return _build("swiftformer_l3", **kwargs)
 
 
-def create_model(name: str, num_classes: int | None = None, **kwargs) -> SwiftFormer:
+def build_model(name: str, num_classes: int | None = None, **kwargs) -> SwiftFormer:
     """Build a variant by name, with freshly initialised weights.
 
     Weights come from the layer above: ``swiftlearn.create_model(name, checkpoint=...)`` or
@@ -365,7 +365,7 @@ def create_model(name: str, num_classes: int | None = None, **kwargs) -> SwiftFo
         TypeError: if given ``checkpoint=``, which this function does not load.
     """
     if "checkpoint" in kwargs:
-        raise TypeError("swiftlearn.model.create_model only builds the network; to load weights "
+        raise TypeError("swiftlearn.model.build_model only builds the network; to load weights "
                         "use swiftlearn.create_model(name, checkpoint=...) or "
                         "swiftlearn.checkpoints.load_checkpoint(checkpoint, model=name)")
     num_classes = 1000 if num_classes is None else num_classes

@@ -307,8 +307,8 @@ def test_deploy_suite_times_and_scores_every_path(tmp_path, capsys):
     path within 0.5 points is named, and the files carry the CPU kind in their name."""
     pytest.importorskip("timm")
     pytest.importorskip("onnxruntime")
+    from swiftlearn import create_model
     from swiftlearn.data import IMAGENETTE_CLASSES, synthetic_imagenette
-    from swiftlearn.model import create_model
     from swiftlearn.utils import cpu_kind
 
     root = synthetic_imagenette(tmp_path / "root", per_class=3, size=64)

@@ -296,8 +296,38 @@ def test_trained_weights_carry_what_evaluation_and_export_need(tmp_path):
     assert C.trained_image_size({}) is None
 
 
+def test_one_checkpoint_object_carries_everything_a_reader_needs(tmp_path):
+    from swiftlearn import checkpoints as C
+
+    net = create_model("xs", num_classes=3)
+    path = C.save_trained(tmp_path / "w.pt", net.state_dict(), classes=["a", "b", "c"],
+                          config={"model": "swiftformer_xs", "eval_size": 112}, mean=(0.5,) * 3,
+                          std=(0.25,) * 3)
+    ckpt = C.read_checkpoint(path)
+    assert ckpt.format == "swiftlearn" and ckpt.source == str(path)
+    assert ckpt.eval_size == 112 and ckpt.classes == ["a", "b", "c"]
+    assert ckpt.mean == (0.5,) * 3 and ckpt.std == (0.25,) * 3
+    assert ckpt.config["model"] == "swiftformer_xs"
+    assert ckpt.require_trained() is ckpt and C.read_checkpoint(ckpt) is ckpt  # read once
+    built = ckpt.build()
+    assert built.classes == ["a", "b", "c"] and not built.training
+    x = torch.randn(1, 3, 64, 64)
+    assert torch.allclose(built(x), net.eval()(x), atol=1e-2)
+    # an official file is read by the same function but is not training weights
+    official = tmp_path / "official.pth"
+    torch.save(create_model("xs").state_dict(), official)
+    other = C.read_checkpoint(official)
+    assert other.eval_size is None and other.classes is None and other.mean == C.IMAGENET_MEAN
+    with pytest.raises(ValueError, match="--teacher x.pt holds no swiftlearn training weights "
+                                         r"\(its format is official"):
+        other.require_trained("--teacher x.pt")
+    torch.save([torch.ones(2)], tmp_path / "list.pt")
+    with pytest.raises(ValueError, match=r"^--teacher .*list.pt holds no SwiftFormer weights"):
+        C.read_checkpoint(tmp_path / "list.pt", flag="--teacher")
+
+
 def test_model_layer_only_builds(tmp_path):
-    from swiftlearn.model import create_model as build
+    from swiftlearn.model import build_model as build
 
     with pytest.raises(TypeError, match="swiftlearn.create_model"):
         build("xs", checkpoint=tmp_path / "w.pt")

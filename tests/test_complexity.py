@@ -11,7 +11,7 @@ import torch
 
 from swiftlearn import complexity as cx
 from swiftlearn import measure
-from swiftlearn.model import create_model
+from swiftlearn.model import build_model
 
 GRID_N = (1, 7, 49, 196, 300)
 GRID_D = (8, 48, 64)
@@ -98,7 +98,7 @@ def test_model_flops_match_published_macs_and_mhsa_swap():
 
 
 def test_stage_grids_and_tokens_follow_the_network():
-    model = create_model("xs", num_classes=0).eval()
+    model = build_model("xs", num_classes=0).eval()
     for H, W in ((64, 64), (97, 131), (32, 33)):
         with torch.no_grad():
             shapes = [tuple(t.shape[-2:]) for t in model.forward_stages(torch.randn(1, 3, H, W))]

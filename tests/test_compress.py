@@ -21,7 +21,7 @@ from swiftlearn import cli, export  # noqa: E402
 from swiftlearn.data import IMAGENETTE_CLASSES  # noqa: E402
 from swiftlearn.data.synthetic import synthetic_imagenette  # noqa: E402
 from swiftlearn.export import accuracy, compress, mil  # noqa: E402
-from swiftlearn.model import create_model  # noqa: E402
+from swiftlearn.model import build_model  # noqa: E402
 from swiftlearn.utils import MissingExtraError  # noqa: E402
 
 pytestmark = [pytest.mark.export,
@@ -33,7 +33,7 @@ NAMES = [name for _, name in IMAGENETTE_CLASSES]
 
 @pytest.fixture(scope="module")
 def model64():
-    model = randomize_(create_model("swiftformer_xs", num_classes=10), 3).eval()
+    model = randomize_(build_model("swiftformer_xs", num_classes=10), 3).eval()
     pixels = torch.cat(export.sample_pixels(None, [(64, 64)], 8, seed=1))
     with torch.no_grad():
         spread = model(export.normalize_pixels(pixels)).std()

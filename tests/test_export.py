@@ -21,7 +21,7 @@ from helpers import randomize_, spread_logits_  # noqa: E402
 from swiftlearn import cli, export  # noqa: E402
 from swiftlearn.data import IMAGENETTE_CLASSES, load_photos  # noqa: E402
 from swiftlearn.export import mil  # noqa: E402
-from swiftlearn.model import create_model  # noqa: E402
+from swiftlearn.model import build_model  # noqa: E402
 from swiftlearn.utils import IMAGENET_STD  # noqa: E402
 
 pytestmark = [pytest.mark.export,
@@ -33,7 +33,7 @@ NAMES = [name for _, name in IMAGENETTE_CLASSES]
 def _model(size: int, seed: int = 0) -> torch.nn.Module:
     """A random XS whose every tensor matters, heads scaled so logits spread like a trained
     10-class model's (std ~3): the fp16 tolerance is an absolute one on logits."""
-    model = randomize_(create_model("swiftformer_xs", num_classes=10), seed).eval()
+    model = randomize_(build_model("swiftformer_xs", num_classes=10), seed).eval()
     pixels = export.sample_pixels(None, [(size, size)], 8, seed=1)
     return spread_logits_(model, torch.cat([export.normalize_pixels(p) for p in pixels]))
 
@@ -191,7 +191,7 @@ def test_imagetype_approximation_is_off_per_channel():
 def test_errors_are_clear(model64, outdir):
     path = outdir / "bad.mlpackage"
     with pytest.raises(ValueError, match="model.eval"):
-        export.to_coreml(create_model("swiftformer_xs", num_classes=10), path, 64)
+        export.to_coreml(build_model("swiftformer_xs", num_classes=10), path, 64)
     with pytest.raises(ValueError, match="at least 32x32"):
         export.to_coreml(model64, path, 16)
     with pytest.raises(ValueError, match="every side must be above 32"):

@@ -27,13 +27,14 @@ ALLOWED: dict[str, set[str]] = {
     "fuse": {"model", "blocks", "attention", "utils"},
     "data": {"utils"},
     "measure": set(),  # FLOP counting and peak memory of any callable
+    "stats": set(),  # intervals and paired comparisons of accuracies (numpy only)
     "complexity": {"attention", "model", "measure", "utils"},
     "api": {"model", "checkpoints"},
     "train": {"data", "model", "checkpoints", "utils"},
     "viz": {"utils"},
     "widgets": {"complexity", "measure", "viz", "utils"},
     # the notebooks' checks (07's interpreter handler: export.mil)
-    "exercises": {"attention", "blocks", "model", "complexity", "export", "utils"},
+    "exercises": {"attention", "blocks", "model", "complexity", "export", "stats", "utils"},
     "explorers": {"attention", "data", "viz", "utils"},  # the mechanism explorers
     "diagrams": {"utils"},  # drawn diagrams (python -m swiftlearn.diagrams)
     "export": {"model", "checkpoints", "data", "utils"},

@@ -15,9 +15,9 @@ from swiftlearn.model import (
     Stem,
     SwiftFormer,
     SwiftFormerEncoder,
+    build_model,
     canonical_name,
     check_images,
-    create_model,
     swiftformer_xs,
     variant_of,
 )
@@ -80,7 +80,7 @@ def test_state_dict_keys_match_official_list(reference_dir):
             expected[current].append((key, tuple(eval(shape))))
     assert set(expected) == set(VARIANTS)
     for name, keys in expected.items():
-        sd = create_model(name).state_dict()
+        sd = build_model(name).state_dict()
         assert [(k, tuple(v.shape)) for k, v in sd.items()] == keys, name
 
 
@@ -89,7 +89,7 @@ def test_state_dict_keys_match_official_list(reference_dir):
 
 @pytest.mark.parametrize("name", list(VARIANTS))
 def test_params_and_gmacs_match_paper(name):
-    model = create_model(name).eval()
+    model = build_model(name).eval()
     n = sum(p.numel() for p in model.parameters())
     assert n == OFFICIAL_PARAMS[name]
     params_m, paper_gmacs = PAPER[name]
@@ -98,13 +98,13 @@ def test_params_and_gmacs_match_paper(name):
 
 
 def test_create_model_names_and_kwargs():
-    assert isinstance(create_model("XS"), SwiftFormer)
-    assert create_model("SwiftFormer-L1").widths == VARIANTS["swiftformer_l1"].widths
-    m = create_model("s", num_classes=10, distillation=False, formulation="softmax")
+    assert isinstance(build_model("XS"), SwiftFormer)
+    assert build_model("SwiftFormer-L1").widths == VARIANTS["swiftformer_l1"].widths
+    m = build_model("s", num_classes=10, distillation=False, formulation="softmax")
     assert m.head.out_features == 10 and not hasattr(m, "dist_head")
     assert all(e.attn.formulation == "softmax" for e in m.encoders())
     with pytest.raises(ValueError, match="unknown model"):
-        create_model("swiftformer_m")
+        build_model("swiftformer_m")
 
 
 @pytest.mark.parametrize("spelling", ["xs", "XS", "SwiftFormer-XS", "SwiftFormer_XS",
@@ -127,8 +127,8 @@ def test_variant_of_inverts_the_table():
 
 def test_create_model_only_builds():
     with pytest.raises(TypeError, match=r"swiftlearn\.create_model\(name, checkpoint=\.\.\.\)"):
-        create_model("xs", checkpoint="weights.pt")
-    assert create_model("xs").num_classes == 1000
+        build_model("xs", checkpoint="weights.pt")
+    assert build_model("xs").num_classes == 1000
 
 
 # ---------------------------------------------------------------- input sizes and errors
@@ -320,9 +320,9 @@ def test_forward_stages_ends_where_forward_features_does():
 def test_default_mixer_is_the_published_model(reference_dir):
     from swiftlearn.model import ALL_STAGES
 
-    model = create_model("xs")
+    model = build_model("xs")
     assert model.mixer == "additive" and model.mixer_stages == ALL_STAGES and model.is_published()
-    keys = set(create_model("xs", mixer="additive", mixer_stages=[3, 2, 1, 0]).state_dict())
+    keys = set(build_model("xs", mixer="additive", mixer_stages=[3, 2, 1, 0]).state_dict())
     assert keys == set(model.state_dict())
     official = (reference_dir / "official_state_dict_keys.txt")
     if official.is_file():  # the published names, so official weights load with strict=True
@@ -336,7 +336,7 @@ def test_every_mixer_builds_trains_and_maps(mixer, stages):
     from swiftlearn.model import SwiftFormerEncoder
 
     torch.manual_seed(0)
-    model = create_model("xs", num_classes=4, mixer=mixer, mixer_stages=stages)
+    model = build_model("xs", num_classes=4, mixer=mixer, mixer_stages=stages)
     encoders = [m for m in model.modules() if isinstance(m, SwiftFormerEncoder)]
     assert len(encoders) == len(stages) and all(e.mixer == mixer for e in encoders)
     assert [s.encoder is not None for s in model.stages()] == [i in stages for i in range(4)]
@@ -355,16 +355,16 @@ def test_every_mixer_builds_trains_and_maps(mixer, stages):
 def test_mixers_differ_where_they_should():
     from swiftlearn.attention import FastformerAttention
 
-    a = create_model("xs", mixer="additive", mixer_stages=[3])
+    a = build_model("xs", mixer="additive", mixer_stages=[3])
     assert not hasattr(a.network[0][-1], "attn")  # stage 1 ends with a ConvEncoder
-    none = create_model("xs", mixer="none")
+    none = build_model("xs", mixer="none")
     enc = none.stages()[3].encoder
     assert enc.attn is None and not hasattr(enc, "layer_scale_1")
     with pytest.raises(ValueError, match="no token mixer"):
         enc.attention(torch.randn(1, 220, 2, 2))
-    ff = create_model("xs", mixer="fastformer").stages()[3].encoder.attn
+    ff = build_model("xs", mixer="fastformer").stages()[3].encoder.attn
     assert isinstance(ff, FastformerAttention) and ff.w_k.shape == (220, 1)
-    mhsa = create_model("xs", mixer="mhsa").stages()[3].encoder.attn
+    mhsa = build_model("xs", mixer="mhsa").stages()[3].encoder.attn
     assert mhsa.num_heads == 4  # 220 channels: 4 heads of 55
 
 
@@ -392,8 +392,8 @@ def test_fastformer_is_additive_attention_plus_the_key_value_interaction():
 
 def test_bad_mixer_arguments_say_what_to_do():
     with pytest.raises(ValueError, match="unknown mixer 'linear'; choose one of"):
-        create_model("xs", mixer="linear")
+        build_model("xs", mixer="linear")
     with pytest.raises(ValueError, match="non-empty subset"):
-        create_model("xs", mixer_stages=[4])
+        build_model("xs", mixer_stages=[4])
     with pytest.raises(ValueError, match="non-empty subset"):
-        create_model("xs", mixer_stages=[])
+        build_model("xs", mixer_stages=[])

@@ -16,7 +16,7 @@ from helpers import randomize_, spread_logits_  # noqa: E402
 
 from swiftlearn import cli, export  # noqa: E402
 from swiftlearn.data import IMAGENETTE_CLASSES  # noqa: E402
-from swiftlearn.model import create_model  # noqa: E402
+from swiftlearn.model import build_model  # noqa: E402
 from swiftlearn.utils import MissingExtraError  # noqa: E402
 
 pytestmark = pytest.mark.export
@@ -24,7 +24,7 @@ NAMES = [name for _, name in IMAGENETTE_CLASSES]
 
 
 def _model(seed: int = 0) -> torch.nn.Module:
-    model = randomize_(create_model("swiftformer_xs", num_classes=10), seed).eval()
+    model = randomize_(build_model("swiftformer_xs", num_classes=10), seed).eval()
     return spread_logits_(model, torch.randn(8, 3, 64, 64, generator=torch.Generator()
                                              .manual_seed(seed)))
 

@@ -595,7 +595,7 @@ def test_cli_evaluate_checks_json_and_checkpoint_before_evaluating(tmp_path, cap
         assert err.count("\n") == 1 and "not a checkpoint" in err
     torch.save([torch.ones(2)], tmp_path / "list.pt")
     assert train_cli.main(["evaluate", "--checkpoint", str(tmp_path / "list.pt")]) == 1
-    assert "holds no weights" in capsys.readouterr().err
+    assert "holds no SwiftFormer weights" in capsys.readouterr().err
 
 
 def test_a_full_disk_while_saving_is_one_line_and_keeps_the_checkpoint(tmp_path, monkeypatch):
@@ -694,8 +694,8 @@ def test_whitening_stem_init_decorrelates_the_first_convolution(tmp_path):
     """stem_init='whiten': the first convolution's outputs on the training images have unit
     variance and no correlation between patterns (a whitening transform), in +- pairs; a
     random init's are correlated. A resume keeps the trained stem."""
+    from swiftlearn import create_model
     from swiftlearn.data import load_cached, resize_center, synthetic_imagenette
-    from swiftlearn.model import create_model
     from swiftlearn.train.stem import whiten_stem_
 
     root = synthetic_imagenette(tmp_path / "root", per_class=6, size=48)

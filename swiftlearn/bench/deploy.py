@@ -61,7 +61,7 @@ def run_deploy(checkpoint=None, data_root=None, *, threads: int = 1, rounds: int
     ``data_root`` (default: :func:`~swiftlearn.data.find_root`); ``per_class`` scores only the
     first images of each class (a quick check). ``size``: default the checkpoint's evaluation
     size."""
-    from ..checkpoints import load_trained, safe_load, to_timm, trained_image_size
+    from ..checkpoints import read_checkpoint, to_timm
     from ..data import find_root, load_cached, resize_center
     from ..export.quantize import calibration_images
 
@@ -73,11 +73,12 @@ def run_deploy(checkpoint=None, data_root=None, *, threads: int = 1, rounds: int
         raise FileNotFoundError(f"no checkpoint at {checkpoint}; pass --checkpoint, a file "
                                 "written by swiftlearn train")
     root = find_root(data_root)
-    ckpt = safe_load(checkpoint)
-    size = int(size or trained_image_size(ckpt) or 224)
-    cache_size = int((ckpt.get("config") or {}).get("cache_size") or 176)
-    model = load_trained(checkpoint)
-    name = (ckpt.get("config") or {}).get("model", "swiftformer_xs")
+    ckpt = read_checkpoint(checkpoint, flag="--checkpoint").require_trained(
+        f"--checkpoint {checkpoint}")
+    size = int(size or ckpt.eval_size or 224)
+    cache_size = int(ckpt.config.get("cache_size") or 176)
+    model = ckpt.build()
+    name = ckpt.config.get("model", "swiftformer_xs")
     val = load_cached(root, "val", cache_size, cache_dir=cache_dir, progress=False)
     if per_class:
         val = val.subset(per_class)

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..model import MIN_SIZE, VARIANTS, create_model
+from ..model import MIN_SIZE, VARIANTS, build_model
 from .common import check_size, check_threads, machine_info, params_gmacs, summary, time_calls
 from .paths import PATH_BACKENDS, swiftformer_paths
 
@@ -113,7 +113,7 @@ def _build_entries(models: Sequence[str], size: int, compile_: bool, onnx: bool,
     for name in wanted:
         torch.manual_seed(0)
         if name in VARIANTS:
-            ours = create_model(name).eval()
+            ours = build_model(name).eval()
             if name in models:
                 for p in swiftformer_paths(ours, name, size, workdir, notes, compile=compile_,
                                            onnx=onnx, int8=int8, openvino=openvino,

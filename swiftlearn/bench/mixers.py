@@ -9,13 +9,13 @@ from collections.abc import Sequence
 
 import torch
 
-from ..model import create_model
+from ..model import build_model
 from .common import check_size, check_threads, machine_info, params_gmacs, summary, time_calls
 
 __all__ = ["MIXER_VARIANTS", "run_mixers"]
 
 
-#: the token-mixer variants of notebook 08 (name -> ``create_model`` keyword arguments)
+#: the token-mixer variants of notebook 08 (name -> ``build_model`` keyword arguments)
 MIXER_VARIANTS: dict[str, dict] = {
     "additive-all": {},
     "additive-last": {"mixer_stages": [3]},
@@ -49,7 +49,7 @@ def run_mixers(variants: Sequence[str] = tuple(MIXER_VARIANTS), threads: Sequenc
     nets = {}
     for name in variants:
         torch.manual_seed(0)
-        nets[name] = create_model(model, num_classes=num_classes,
+        nets[name] = build_model(model, num_classes=num_classes,
                                   **MIXER_VARIANTS[name]).eval()
     facts = {name: params_gmacs(net, size) for name, net in nets.items()}
     x = torch.randn(1, 3, size, size)

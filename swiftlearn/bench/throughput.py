@@ -8,7 +8,7 @@ import time
 import torch
 
 from ..data import CachedImages, load_cached, resize_center
-from ..model import create_model
+from ..model import build_model
 from ..train import TrainConfig, build_trainer
 from ..train.step import batch_generator, classification_loss, timed_step
 from ..utils import amp_dtype, autocast
@@ -105,7 +105,7 @@ def benchmark_throughput(model: str = "swiftformer_xs", data: CachedImages | Non
 
     def make():
         torch.manual_seed(0)
-        net = create_model(model, num_classes=len(data.classes)).train()
+        net = build_model(model, num_classes=len(data.classes)).train()
         return net.to(memory_format=torch.channels_last) if channels_last else net
 
     plain_net = make()

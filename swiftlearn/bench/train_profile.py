@@ -37,7 +37,7 @@ from torch import nn
 
 from ..data import CachedImages
 from ..measure import count_flops
-from ..model import create_model
+from ..model import build_model
 from ..train import TrainConfig, build_trainer
 from ..train.step import (
     batch_generator,
@@ -77,7 +77,7 @@ def _trainer(model: str, config: TrainConfig, classes: int, compiled: bool = Fal
     """The trainer ``fit`` builds; ``optimizer`` "fused" or "for-loop" swaps in AdamW with that
     implementation (same hyper-parameters), to measure what the choice costs."""
     torch.manual_seed(0)
-    net = create_model(model, num_classes=classes).train()
+    net = build_model(model, num_classes=classes).train()
     if config.channels_last:
         net = net.to(memory_format=torch.channels_last)
     trainer = build_trainer(config, net, steps_per_epoch=100, device=torch.device("cpu"))
@@ -163,7 +163,7 @@ def op_classes(trainer, data, config, steps: int = 3) -> dict[str, float]:
 def train_flops_per_image(model: str, size: int) -> float:
     """About 3x the forward FLOPs (FlopCounterMode: matrix products and convolutions only): the
     backward computes a gradient for each operand of every forward product."""
-    net = create_model(model, num_classes=10).eval()
+    net = build_model(model, num_classes=10).eval()
     return 3 * count_flops(net, torch.zeros(1, 3, size, size))
 
 

@@ -10,7 +10,7 @@ from einops import rearrange
 from torch import nn
 
 from ..blocks import ConvEncoder, SwiftFormerEncoder
-from ..model import create_model
+from ..model import build_model
 from .core import (
     NOT_ATTEMPTED,
     ExerciseError,
@@ -75,7 +75,7 @@ def check_04_stage_grid(stage_grid) -> None:
     first = attempt(stage_grid, 224, 1)
     if first is NOT_ATTEMPTED:
         return not_attempted(label)
-    net = create_model("swiftformer_xs").eval()
+    net = build_model("swiftformer_xs").eval()
 
     def halved(n, times, up=True):
         for _ in range(times):

@@ -15,8 +15,8 @@ import sys
 import warnings
 from pathlib import Path
 
-from ..checkpoints import load_checkpoint, read_checkpoint, trained_image_size
-from ..utils import IMAGENET_MEAN, IMAGENET_STD, check_writable, require
+from ..checkpoints import read_checkpoint
+from ..utils import check_writable, require
 from .checks import default_labels
 from .coreml import (
     check_replaceable_package,
@@ -41,24 +41,21 @@ def _load_for_export(args: argparse.Namespace) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}; pass the .pt/.pth file written by "
                                 "`swiftlearn train` (e.g. assets/swiftformer_xs_imagenette.pt)")
-    ckpt = read_checkpoint(path)
+    ckpt = read_checkpoint(path, flag="--checkpoint")
     name = args.model or ckpt.variant
     if name is None:
         raise ValueError(f"{path} matches no named variant; pass --model")
     num_classes = args.num_classes or ckpt.num_classes
     if not num_classes:
         raise ValueError(f"{path} has no classifier head; pass --num-classes")
-    model = load_checkpoint(path, model=name, num_classes=num_classes)
+    model = ckpt.build(name, num_classes=num_classes)  # the file is read once, above
     if args.labels:
         labels = [s.strip() for s in Path(args.labels).read_text().splitlines() if s.strip()]
     else:
-        labels = default_labels(num_classes, ckpt.meta.get("classes"))
-    return {"model": model.eval(),
-            "size": int(args.image_size or trained_image_size(ckpt.meta) or 224),
-            "labels": labels,
-            # trained-weights files record their normalisation; older checkpoints used ImageNet's
-            "mean": tuple(ckpt.meta.get("mean") or IMAGENET_MEAN),
-            "std": tuple(ckpt.meta.get("std") or IMAGENET_STD)}
+        labels = default_labels(num_classes, ckpt.classes)
+    # trained-weights files record their normalisation; older checkpoints used ImageNet's
+    return {"model": model.eval(), "size": int(args.image_size or ckpt.eval_size or 224),
+            "labels": labels, "mean": ckpt.mean, "std": ckpt.std}
 
 
 def _cmd_export(args: argparse.Namespace) -> int:

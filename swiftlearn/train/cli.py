@@ -13,7 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ..checkpoints import load_trained, safe_load, trained_image_size
+from ..checkpoints import read_checkpoint
 from ..data import load_cached
 from ..utils import atomic_write_json, check_writable, run_command
 from .config import RESUMABLE_CHANGES, TrainConfig, cli_fields
@@ -155,16 +155,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:  # before the evaluation, so that its metrics cannot be lost
         check_writable(args.json, "--json")
-    ckpt = safe_load(args.checkpoint)
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
-        raise ValueError(f"--checkpoint {args.checkpoint} holds no weights under 'model'; pass "
-                         "a last.pt or final_fp16.pt written by swiftlearn train")
-    config = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
-    net = load_trained(args.checkpoint, use_ema=not args.no_ema)
+    # read once; everything below comes from this object
+    ckpt = read_checkpoint(args.checkpoint, use_ema=not args.no_ema, flag="--checkpoint")
+    ckpt.require_trained(f"--checkpoint {args.checkpoint}")
+    config = ckpt.config
+    net = ckpt.build()
     data = load_cached(args.data or config.get("data"), args.split,
                        args.cache_size or config.get("cache_size", 176),
                        cache_dir=config.get("cache_dir"), progress=not args.quiet)
-    size = args.img_size or trained_image_size(ckpt) or 224
+    size = args.img_size or ckpt.eval_size or 224
     m = evaluate(net, data, size, batch_size=args.batch_size, crop_pct=args.crop_pct,
                  progress=not args.quiet)
     if args.json:

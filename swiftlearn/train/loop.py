@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..checkpoints import load_trained, safe_load
+from ..checkpoints import load_trained, read_checkpoint
 from ..data import CachedImages, batch_indices, find_root, load_cached
-from ..model import create_model
+from ..model import build_model
 from ..utils import QuietStop, atomic_write_json, check_writable, remove_stale_temporaries
 from .config import TrainConfig
 from .distributed import (
@@ -191,10 +191,7 @@ def _inexact_resume(saved: dict, config: TrainConfig) -> str:
 
 def _check_teacher(path: str) -> None:
     """A ``--teacher`` file must exist and hold weights (read again once the classes are known)."""
-    ckpt = safe_load(path)
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
-        raise ValueError(f"--teacher {path} holds no weights under 'model'; pass a file written "
-                         "by swiftlearn train (final_fp16.pt or last.pt)")
+    read_checkpoint(path, flag="--teacher").require_trained(f"--teacher {path}")
 
 
 def _load_split(config: TrainConfig, split: str, progress: bool) -> CachedImages:
@@ -242,7 +239,7 @@ class _Run:
             check_same_data(ckpt, self.fingerprint, path)
         # 3. model, teacher, optimizer, schedule, EMA
         torch.manual_seed(config.seed)
-        model = create_model(config.model, num_classes=len(self.classes),
+        model = build_model(config.model, num_classes=len(self.classes),
                              drop_path_rate=config.drop_path, **config.arch()).to(device)
         if config.stem_init == "whiten" and ckpt is None:  # a resume restores the trained stem
             whiten_stem_(model.patch_embed[0], train_data, config.size_at(0), seed=config.seed)
