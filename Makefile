@@ -34,7 +34,7 @@ lint: $(STAMP) ## ruff over the library, the tests and the notebooks
 	$(BIN)/ruff check swiftlearn tests notebooks
 
 test-unit: $(STAMP) ## unit tests (no browser)
-	$(BIN)/pytest -m "not browser" tests
+	$(BIN)/pytest -m "not browser" --durations=15 tests
 
 test-notebooks: $(STAMP) ## every notebook in smoke mode under nbval
 	SWIFTLEARN_SMOKE=1 $(BIN)/pytest --nbval-lax --nbval-current-env --nbval-cell-timeout=600 notebooks

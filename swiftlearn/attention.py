@@ -1,4 +1,4 @@
-"""Three attention mechanisms, from quadratic to linear in the number of tokens.
+"""Four attention mechanisms, from quadratic to linear in the number of tokens.
 
 Shape legend (used in every module and notebook of swiftlearn):
 

@@ -1,7 +1,9 @@
 """What attention costs: FLOPs and memory on paper, then measured.
 
 Shape legend as in :mod:`swiftlearn.attention` (``B`` batch, ``N`` tokens, ``D`` token dim,
-``h`` heads). Three mechanisms, named by short keys everywhere in swiftlearn:
+``h`` heads). The three mechanisms of the course's comparison, named by short keys everywhere in
+swiftlearn (:class:`~swiftlearn.attention.FastformerAttention`, the ablation of notebook 08, has
+no formula here):
 
 * ``"mhsa"``: :class:`~swiftlearn.attention.MultiHeadSelfAttention`, O(N^2 D) FLOPs;
 * ``"separable"``: :class:`~swiftlearn.attention.SeparableSelfAttention`, O(N D^2);

@@ -51,6 +51,7 @@ __all__ = [
     "normalize",
     "normalize_pixels",
     "pid_alive",
+    "randomize_",
     "remove_stale_temporaries",
     "replace_dir",
     "require",
@@ -404,3 +405,29 @@ def run_command(parser, argv=None) -> int:
         where = f": {e.filename}" if e.filename else ""
         print(f"{parser.prog} {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
         return 1
+
+
+@torch.no_grad()
+def randomize_(module: torch.nn.Module, seed: int = 0, bias_std: float = 0.1) -> torch.nn.Module:
+    """Give every float tensor of ``module`` a random value that matters, in place.
+
+    A freshly built SwiftFormer hides mistakes: its BatchNorms are identities (mean 0, var 1)
+    and the layer scales of the attention and MLP branches start at 1e-5, so a forgotten term, a
+    wrong fold or a misnamed tensor changes the output by almost nothing. After this, BatchNorm
+    variances, 1-D weights and layer scales are positive around 1 (uniform 0.5-1.5), means and
+    biases are N(0, ``bias_std``), and the other weights N(0, 0.8 / fan-in). The draws follow
+    the state dict's order from one generator, so the same seed gives the same tensors for
+    swiftlearn, timm and Hugging Face SwiftFormers. Returns ``module``.
+    """
+    g = torch.Generator().manual_seed(seed)
+    for name, t in module.state_dict().items():
+        if not t.is_floating_point():
+            continue
+        if name.endswith("running_var") or "layer_scale" in name or (
+                t.dim() <= 1 and name.endswith("weight")):
+            t.copy_(torch.rand(t.shape, generator=g) + 0.5)
+        elif name.endswith(("running_mean", "bias")):
+            t.copy_(torch.randn(t.shape, generator=g) * bias_std)
+        else:
+            t.copy_(torch.randn(t.shape, generator=g) * 0.8 / t[0].numel() ** 0.5)
+    return module

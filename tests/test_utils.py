@@ -223,3 +223,20 @@ def test_cli_errors_from_inside_a_library_say_how_to_see_the_traceback(monkeypat
     monkeypatch.setenv("SWIFTLEARN_TRACEBACK", "1")
     with pytest.raises(RuntimeError):
         run_command(parser, ["go"])
+
+
+def test_randomize_makes_every_tensor_matter_and_repeats_with_its_seed():
+    from swiftlearn.model import build_model
+    from swiftlearn.utils import randomize_
+
+    a = randomize_(build_model("xs", num_classes=4), seed=3).state_dict()
+    b = randomize_(build_model("xs", num_classes=4), seed=3).state_dict()
+    c = randomize_(build_model("xs", num_classes=4), seed=4).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["head.weight"], c["head.weight"])
+    var = [v for k, v in a.items() if k.endswith("running_var")]
+    scales = [v for k, v in a.items() if "layer_scale" in k]
+    assert var and all(0.5 <= float(v.min()) and float(v.max()) <= 1.5 for v in var)
+    assert scales and all(float(s.min()) >= 0.5 for s in scales)  # not the 1e-5 of a fresh net
+    means = [v for k, v in a.items() if k.endswith("running_mean")]
+    assert all(float(m.abs().max()) > 0 for m in means)

@@ -85,6 +85,8 @@ def check_01_attention_matrix_bytes(attention_matrix_bytes) -> None:
                           "every head has its own N x N matrix: multiply by the heads":
                               true / h,
                           "that is the number of elements; float32 takes 4 bytes each": true / 4,
+                          "twice the size: one N x N matrix per head is counted (the "
+                          "attention weights), not the scores and the weights both; and "
                           "float32 is 4 bytes per number, not 8": true * 2,
                           "N = (image_size / patch_size)^2 tokens, and the matrix is N x N: "
                           "you squared only once": h * 4 * n,

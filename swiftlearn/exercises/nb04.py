@@ -11,6 +11,7 @@ from torch import nn
 
 from ..blocks import ConvEncoder, SwiftFormerEncoder
 from ..model import build_model
+from ..utils import randomize_
 from .core import (
     NOT_ATTEMPTED,
     ExerciseError,
@@ -29,20 +30,9 @@ __all__ = ["check_04_conv_encoder_params", "check_04_encoder_forward", "check_04
 
 @torch.no_grad()
 def scrambled(module: nn.Module, seed: int = 0) -> nn.Module:
-    """``module`` with every float tensor random: BatchNorms that are not identities, layer
-    scales around 1 (not 1e-5), so that a forgotten term changes the output visibly."""
-    g = torch.Generator().manual_seed(seed)
-    for name, t in module.state_dict().items():
-        if not t.is_floating_point():
-            continue
-        if name.endswith("running_var") or "layer_scale" in name or (
-                t.dim() <= 1 and name.endswith("weight")):
-            t.copy_(torch.rand(t.shape, generator=g) + 0.5)
-        elif name.endswith(("running_mean", "bias")):
-            t.copy_(torch.randn(t.shape, generator=g) * 0.3)
-        else:
-            t.copy_(torch.randn(t.shape, generator=g) * 0.8 / t[0].numel() ** 0.5)
-    return module
+    """``module`` with every float tensor random (:func:`swiftlearn.utils.randomize_`, biases
+    wider), so that a forgotten term changes the output visibly."""
+    return randomize_(module, seed, bias_std=0.3)
 
 
 @keeps_rng
@@ -59,7 +49,8 @@ def check_04_conv_encoder_params(conv_encoder_params) -> None:
             "BatchNorm's running mean and variance are buffers, not parameters": true + 2 * C,
             "the 3x3 convolution is depth-wise (groups=C): 9 weights per channel, not 9 C per "
             "output channel": true - 9 * C + 9 * C * C,
-            "the layer scale (C numbers) is missing": true - C,
+            "C parameters short: the layer scale (C numbers) is missing, or BatchNorm was "
+            "counted as C (it learns a weight and a bias per channel: 2C)": true - C,
             "the three convolutions have biases (C + eC + C)": true - (2 * C + e * C),
             "your formula ignores `expansion` (the hidden width is expansion * C)":
                 sum(p.numel() for p in ConvEncoder(C, 4 * C).parameters()),
