@@ -480,15 +480,18 @@ def load_trained(path: str | os.PathLike, *, model: str | None = None,
                  num_classes: int | None = None, use_ema: bool = True) -> nn.Module:
     """A model (float32, eval mode) from a trained-weights file or a training ``last.pt``.
 
-    ``read_checkpoint(path, use_ema=use_ema).require_trained().build(model, num_classes)``:
-    the architecture and class count come from the file's config unless given; a ``last.pt``
+    ``read_checkpoint(path, use_ema=use_ema).build(model, num_classes)``: the architecture
+    and class count come from the file's config unless given (then the file must be swiftlearn
+    training weights, :meth:`Checkpoint.require_trained`); a ``last.pt``
     that kept an EMA gives the EMA weights unless ``use_ema=False``. The model carries the
     class names as ``model.classes``.
     """
-    ckpt = read_checkpoint(path, use_ema=use_ema).require_trained(str(path))
-    if model is None and not ckpt.config.get("model"):
-        raise ValueError(f"{path} has no model name in its config; pass model='swiftformer_xs' "
-                         "(or another)")
+    ckpt = read_checkpoint(path, use_ema=use_ema)
+    if model is None:  # the architecture must come from the run's config
+        ckpt.require_trained(str(path))
+        if not ckpt.config.get("model"):
+            raise ValueError(f"{path} has no model name in its config; pass "
+                             "model='swiftformer_xs' (or another)")
     return ckpt.build(model, num_classes=num_classes)
 
 

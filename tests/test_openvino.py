@@ -115,6 +115,9 @@ def test_int8_through_nncf_on_real_images(model64, tmp_path, imagenette_root):
     with pytest.raises(RuntimeError, match="does not match PyTorch"):  # negative control
         other = _model(seed=1)
         check_int8(path, other, images[32:], runtime="openvino")
+    with pytest.raises(ValueError, match="'mixed' or 'performance'"):
+        quantize_openvino(model64, tmp_path / "bad.xml", images[:8], 64, preset="fast")
+    assert not (tmp_path / "bad.xml").exists()
 
 
 # ------------------------------------------------------------------------- CLI

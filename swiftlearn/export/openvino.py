@@ -115,15 +115,26 @@ def to_openvino(model: nn.Module, path: str | os.PathLike, image_size: int = 224
 
 def quantize_openvino(model: nn.Module, path: str | os.PathLike, calibration: torch.Tensor,
                       image_size: int = 224, *, labels=None, mean=IMAGENET_MEAN,
-                      std=IMAGENET_STD, fast_bias_correction: bool = True) -> Path:
+                      std=IMAGENET_STD, fast_bias_correction: bool = True,
+                      preset: str = "mixed", model_type: str | None = None) -> Path:
     """Static int8 IR through NNCF's post-training quantisation, calibrated on ``calibration``
     (normalised real images ``[N, 3, size, size]``, e.g.
     :func:`~swiftlearn.export.calibration_images`).
+
+    ``preset`` is NNCF's quantisation preset: ``"mixed"`` (the default here: symmetric weights,
+    asymmetric activations, which keeps GELU's one-sided outputs and the attention's
+    normalised tokens in range) or ``"performance"`` (NNCF's default: symmetric activations
+    too). On the committed XS, all 3,925 validation images at 144 px: ``"performance"`` lost
+    0.97 points of top-1 (95.6 % agreement with PyTorch fp32), ``"mixed"`` 0.03 (99.3 %).
+    ``model_type="transformer"`` is passed on to NNCF when given.
 
     Raises:
         ValueError: a wrong file name or no calibration image.
         MissingExtraError: openvino or nncf is not installed.
     """
+    if preset not in ("mixed", "performance"):
+        raise ValueError(f"preset must be 'mixed' or 'performance' (NNCF's presets), got "
+                         f"{preset!r}")
     path = check_openvino_out(path)
     ov = import_openvino()
     nncf = require("nncf", purpose="OpenVINO int8 quantisation")
@@ -135,9 +146,12 @@ def quantize_openvino(model: nn.Module, path: str | os.PathLike, calibration: to
         converted = _convert(ov, model, stage, image_size)
         images = [calibration[i:i + 1].numpy() for i in range(len(calibration))]
         with _quiet_nncf():
+            options = {"preset": getattr(nncf.QuantizationPreset, preset.upper())}
+            if model_type:
+                options["model_type"] = getattr(nncf.ModelType, model_type.upper())
             quantized = nncf.quantize(converted, nncf.Dataset(images),
                                       subset_size=len(images),
-                                      fast_bias_correction=fast_bias_correction)
+                                      fast_bias_correction=fast_bias_correction, **options)
         quantized.set_rt_info(_metadata(labels or [], image_size, mean, std, "int8 (NNCF)"), _KEY)
         return _save_checked(ov, quantized, stage, path)
 
