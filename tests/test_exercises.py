@@ -1,4 +1,4 @@
-"""Every exercise of notebooks 01-07 and 09: its printed solution passes its check, its skeleton
+"""Every exercise of notebooks 01-09: its printed solution passes its check, its skeleton
 reads as "not attempted yet", and plausible wrong answers fail with a message that names the
 mistake.
 
@@ -32,7 +32,8 @@ from swiftlearn.exercises import (
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 FILES = {"01": "01_self_attention", "02": "02_separable_attention",
          "03": "03_additive_attention", "04": "04_swiftformer", "05": "05_complexity",
-         "06": "06_train_imagenette", "07": "07_coreml_export", "09": "09_compression"}
+         "06": "06_train_imagenette", "07": "07_coreml_export", "08": "08_ablations",
+         "09": "09_compression"}
 _CACHE: dict[str, tuple[list, str]] = {}
 
 
@@ -207,6 +208,10 @@ def attention_matrix_bytes(image_size, patch_size, heads):
     ("01", 2, """
 def attention_matrix_bytes(image_size, patch_size, heads):
     return heads * (image_size // patch_size) ** 2 * 4""", "squared only once"),
+    ("01", 2, """
+def attention_matrix_bytes(image_size, patch_size, heads):
+    n = (image_size // patch_size) ** 2
+    return 2 * heads * n * n * 4  # the scores and the softmax weights""", "not the scores and"),
     ("01", 3, """
 def row_entropy(attn):
     return -(attn * attn.log()).sum(-1)""", "0 * log 0"),
@@ -379,6 +384,10 @@ def conv_encoder_params(C, expansion=4):
     ("04", 1, """
 def conv_encoder_params(C, expansion=4):
     return 8 * C * C + 18 * C""", "ignores `expansion`"),
+    ("04", 1, """
+def conv_encoder_params(C, expansion=4):
+    # depth-wise 9C + C, BatchNorm counted as C, two 1x1 convolutions, layer scale C
+    return 9 * C + C + C + 2 * expansion * C * C + expansion * C + C + C""", "counted as C"),
     ("04", 2, """
 def stage_grid(n, stage):
     return n // 2 ** (stage + 1)""", "rounds *up*"),
@@ -565,6 +574,32 @@ def split_normalize(pixels):
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     return (pixels / 255 - mean) * std""", "k_c = 1 / std_c"),
+    ("08", 1, """
+def paired_bootstrap(correct_a, correct_b, rng, resamples=2000):
+    n = len(correct_a)
+    d = [correct_a[rng.integers(0, n, n)].mean() - correct_b[rng.integers(0, n, n)].mean()
+         for _ in range(resamples)]
+    return tuple(np.percentile(np.array(d) * 100, [2.5, 97.5]))""", "resampled independently"),
+    ("08", 1, """
+def paired_bootstrap(correct_a, correct_b, rng, resamples=2000):
+    n = len(correct_a)
+    d = []
+    for _ in range(resamples):
+        idx = rng.permutation(n)
+        d.append(correct_a[idx].mean() - correct_b[idx].mean())
+    return tuple(np.percentile(np.array(d) * 100, [2.5, 97.5]))""", "with replacement"),
+    ("08", 1, """
+def paired_bootstrap(correct_a, correct_b, rng, resamples=2000):
+    n = len(correct_a)
+    idx = rng.integers(0, n, (resamples, n))
+    d = correct_a[idx].mean(1) - correct_b[idx].mean(1)
+    return tuple(np.percentile(d, [2.5, 97.5]))""", "fraction"),
+    ("08", 1, """
+def paired_bootstrap(correct_a, correct_b, rng, resamples=2000):
+    n = len(correct_a)
+    idx = rng.integers(0, n, (resamples, n))
+    d = (correct_b[idx].mean(1) - correct_a[idx].mean(1)) * 100
+    return tuple(np.percentile(d, [2.5, 97.5]))""", "B minus A"),
     ("09", 1, """
 def dequantize(q, scale, zero_point, axis):
     shape = [1] * q.ndim

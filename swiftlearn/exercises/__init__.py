@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from . import nb01, nb02, nb03, nb04, nb05, nb06, nb07, nb09
+from . import nb01, nb02, nb03, nb04, nb05, nb06, nb07, nb08, nb09
 from .core import NOT_ATTEMPTED, ExerciseError, attempt, calls_any, expect_close, expect_number
 from .nb01 import (
     check_01_attention_matrix_bytes,
@@ -47,6 +47,7 @@ from .nb04 import (
 from .nb05 import check_05_block_crossover, check_05_heads, check_05_resolution_growth
 from .nb06 import check_06_lr_at, check_06_min_smoothed_loss, check_06_top1
 from .nb07 import check_07_imagetype_by_hand, check_07_sigmoid_hard, check_07_split_normalize
+from .nb08 import check_08_paired_bootstrap
 from .nb09 import check_09_dequantize, check_09_unpack
 
 
@@ -84,6 +85,7 @@ EXERCISES: tuple[Exercise, ...] = (
     Exercise("07", 1, ("imagetype_by_hand",), check_07_imagetype_by_hand),
     Exercise("07", 2, ("sigmoid_hard",), check_07_sigmoid_hard),
     Exercise("07", 3, ("split_normalize",), check_07_split_normalize),
+    Exercise("08", 1, ("paired_bootstrap",), check_08_paired_bootstrap),
     Exercise("09", 1, ("dequantize",), check_09_dequantize),
     Exercise("09", 2, ("unpack",), check_09_unpack),
 )
@@ -98,6 +100,7 @@ __all__ = [
     "check_04_stage_grid", "check_05_block_crossover", "check_05_heads",
     "check_05_resolution_growth", "check_06_lr_at", "check_06_min_smoothed_loss",
     "check_06_top1", "check_07_imagetype_by_hand", "check_07_sigmoid_hard",
-    "check_07_split_normalize", "check_09_dequantize", "check_09_unpack", "expect_close",
-    "expect_number", "nb01", "nb02", "nb03", "nb04", "nb05", "nb06", "nb07", "nb09", "scrambled",
+    "check_07_split_normalize", "check_08_paired_bootstrap", "check_09_dequantize",
+    "check_09_unpack", "expect_close", "expect_number", "nb01", "nb02", "nb03", "nb04", "nb05",
+    "nb06", "nb07", "nb08", "nb09", "scrambled",
 ]
