@@ -83,6 +83,18 @@ def per_image(run: Path, data: str, cache_dir: str | None, eval_size: int) -> di
             "order": "swiftlearn.data.list_samples(root, 'val')"}
 
 
+def train_precision(config: dict) -> str:
+    """What the run's autocast trained in on this machine: ``"bf16"`` where the CPU has native
+    bf16 instructions (``amp auto``), else ``"fp32"``. Seeds trained on different CPU kinds differ
+    in this as well as in their seed, so the notebook reads it beside ``cpu``."""
+    import torch
+
+    from swiftlearn.utils import amp_dtype
+
+    dtype = amp_dtype(config.get("amp", "auto"), "cpu")
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+
+
 def collect(variant: str, seed: int, cmd: list[str], run: Path, results: Path, data: str,
             cache_dir: str | None) -> dict:
     history = json.loads((run / "history.json").read_text())
@@ -91,8 +103,8 @@ def collect(variant: str, seed: int, cmd: list[str], run: Path, results: Path, d
     result = {"variant": variant, "seed": seed, "command": shlex.join(cmd),
               "val_top1": last["val_top1"], "val_top5": last["val_top5"],
               "eval_size": last["eval_size"], "wall_time_s": last["wall_time_s"],
-              "cpu": cpu_kind()["label"], "val_images": per_image(run, data, cache_dir,
-                                                                 last["eval_size"]),
+              "cpu": cpu_kind()["label"], "train_precision": train_precision(config),
+              "val_images": per_image(run, data, cache_dir, last["eval_size"]),
               "config": config, "history": history}
     results.mkdir(parents=True, exist_ok=True)
     tmp = results / f".{variant}-s{seed}.json.tmp"
@@ -129,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         cmd = command(variant, seed, args.data, args.runs, args.cache_dir, args.threads)
         done = (run / "final_fp16.pt").is_file()
         result = args.results / f"{variant}-s{seed}.json"
-        if done and result.is_file():  # collected before: keep the command recorded then
+        if result.is_file():  # collected before (maybe on another machine, whose run folder is
+            # gone): the committed result is the run; keep the command recorded then
             print(f"   {variant} seed {seed}: done ({result})", flush=True)
             continue
         if not done:

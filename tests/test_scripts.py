@@ -7,10 +7,12 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from swiftlearn.data import list_samples, synthetic_imagenette
 from swiftlearn.stats import unpack_correct
 from swiftlearn.train import TrainConfig, fit
+from swiftlearn.utils import amp_dtype, cpu_kind
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
@@ -50,3 +52,25 @@ def test_a_collected_run_holds_its_command_and_every_validation_images_outcome(t
     assert images["n"] == n and correct.dtype == bool
     assert np.isclose(correct.mean() * 100, images["plain_fp32_top1"])
     assert not list((tmp_path / "results").glob(".*.tmp"))
+    # what autocast trained in here: seeds from different CPU kinds differ in it too
+    expected = "bf16" if amp_dtype("auto", "cpu") == torch.bfloat16 else "fp32"
+    assert saved["train_precision"] == expected and saved["cpu"] == cpu_kind()["label"]
+
+
+def test_a_committed_result_is_not_trained_again_when_its_run_folder_is_gone(tmp_path,
+                                                                             monkeypatch,
+                                                                             capsys):
+    ab = _load("ablations")
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "none-s0.json").write_text("{}")
+    started = []
+    monkeypatch.setattr(ab.subprocess, "run", lambda *a, **k: started.append(a))
+    monkeypatch.setattr(ab, "collect", lambda *a, **k: started.append("collect") or
+                        {"val_top1": 50.0, "eval_size": 112, "wall_time_s": 60.0})
+    ab.main(["--data", str(tmp_path), "--runs", str(tmp_path / "gone"), "--results",
+             str(results), "--only", "none"])
+    # seed 0 is skipped without a run folder; only seed 1 starts (and is collected)
+    assert len(started) == 2 and "--seed" in started[0][0] and "1" in started[0][0]
+    assert "none seed 0: done" in capsys.readouterr().out
+    assert (results / "none-s0.json").read_text() == "{}"
