@@ -232,8 +232,10 @@ def cpu_kind() -> dict:
     model name), ``isa`` (its widest matrix or vector instructions: amx, avx512-bf16, avx512,
     avx2 or the machine type), ``flags`` (the ones that decide speed here), ``label`` for a
     table ("AMD EPYC, AVX2 (family 25 model 1)") and ``slug`` for a file name
-    ("amd-epyc-avx2"; "Intel(R) Xeon(R) Processor" with AMX: "intel-xeon-amx"). Two AMD EPYCs
-    of different generations get different labels."""
+    ("amd-epyc-zen3-avx2"; "Intel(R) Xeon(R) Processor" with AMX: "intel-xeon-amx"). Two AMD
+    EPYCs of different generations get different labels and slugs: a cloud EPYC often reports no
+    model number, and a Zen 4 and a Zen 5 both have AVX-512 BF16, so the slug names the
+    generation (Zen 3 / 4 / 5) from the CPU family and model."""
     import platform
     import re
 
@@ -259,9 +261,26 @@ def cpu_kind() -> dict:
                             "avx2", "avx_vnni"})
     where = f" (family {family} model {model})" if family else ""
     plain = re.sub(r"\((r|tm)\)|\b(processor|cpu)\b|@.*$", " ", name.lower())
-    slug = re.sub(r"[^a-z0-9]+", "-", f"{plain} {isa}").strip("-")
+    generation = _amd_generation(family, model) if "amd" in plain else ""
+    slug = re.sub(r"[^a-z0-9]+", "-", f"{plain} {generation} {isa}").strip("-")
     return {"name": name, "isa": isa, "flags": shown, "slug": slug,
             "label": f"{name}, {isa.upper().replace('-', ' ')}{where}"}
+
+
+def _amd_generation(family: str, model: str) -> str:
+    """AMD's core generation from ``/proc/cpuinfo``'s family and model ("zen4"), or "" where
+    unknown. Family 23 is Zen 1/2, 25 is Zen 3 (models 0x00-0x0f, 0x20-0x5f) or Zen 4 (0x10-0x1f,
+    0x60-0x7f, 0xa0-0xaf), 26 is Zen 5."""
+    try:
+        family_n, model_n = int(family), int(model)
+    except ValueError:
+        return ""
+    if family_n == 23:
+        return "zen2" if model_n >= 0x30 else "zen1"
+    if family_n == 25:
+        zen4 = 0x10 <= model_n <= 0x1F or 0x60 <= model_n <= 0x7F or 0xA0 <= model_n <= 0xAF
+        return "zen4" if zen4 else "zen3"
+    return "zen5" if family_n == 26 else ""
 
 
 def cpu_supports_bf16() -> bool:

@@ -27,12 +27,12 @@ def _load(name: str):
 def test_the_grid_runs_every_variants_first_seed_before_any_second():
     ab = _load("ablations")
     jobs = ab.grid()
-    assert len(jobs) == 15
-    first = [v for v, s in jobs[:len(ab.VARIANTS)]]
-    assert first == list(ab.VARIANTS) and {s for _, s in jobs[:len(ab.VARIANTS)]} == {0}
-    assert jobs[-1] == ("additive-all", 2)
+    n = len(ab.VARIANTS)
+    assert len(jobs) == 3 * n  # three seeds of every variant
+    for seed in range(3):  # seed by seed, each time in the table's order
+        assert jobs[seed * n:(seed + 1) * n] == [(v, seed) for v in ab.VARIANTS]
     assert ab.grid(["none", "fastformer"]) == [("none", 0), ("fastformer", 0), ("none", 1),
-                                                ("fastformer", 1)]
+                                                ("fastformer", 1), ("none", 2), ("fastformer", 2)]
 
 
 def test_a_collected_run_holds_its_command_and_every_validation_images_outcome(tmp_path):
@@ -70,7 +70,8 @@ def test_a_committed_result_is_not_trained_again_when_its_run_folder_is_gone(tmp
                         {"val_top1": 50.0, "eval_size": 112, "wall_time_s": 60.0})
     ab.main(["--data", str(tmp_path), "--runs", str(tmp_path / "gone"), "--results",
              str(results), "--only", "none"])
-    # seed 0 is skipped without a run folder; only seed 1 starts (and is collected)
-    assert len(started) == 2 and "--seed" in started[0][0] and "1" in started[0][0]
+    # seed 0 is skipped without a run folder; only seeds 1 and 2 start (and are collected)
+    seeds = [a[0][a[0].index("--seed") + 1] for a in started if a != "collect"]
+    assert seeds == ["1", "2"] and started.count("collect") == 2
     assert "none seed 0: done" in capsys.readouterr().out
     assert (results / "none-s0.json").read_text() == "{}"

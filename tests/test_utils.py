@@ -179,6 +179,7 @@ def test_cpu_kind_names_the_cpu_and_its_widest_instructions(monkeypatch, tmp_pat
     cpuinfo = {
         "zen3": ("AMD EPYC", "25", "1", "fpu sse2 avx avx2 fma"),
         "zen4": ("AMD EPYC 9R14", "25", "17", "avx2 avx512f avx512_vnni avx512_bf16"),
+        "zen5": ("AMD EPYC", "26", "2", "avx2 avx512f avx512_vnni avx512_bf16"),
         "spr": ("Intel(R) Xeon(R) Platinum 8480+ CPU @ 2.00GHz", "6", "143",
                 "avx2 avx512f avx512_bf16 amx_bf16 amx_int8"),
     }
@@ -190,12 +191,15 @@ def test_cpu_kind_names_the_cpu_and_its_widest_instructions(monkeypatch, tmp_pat
         monkeypatch.setattr(Path, "read_text", lambda self, *a, _t=text, **k: _t
                             if str(self) == "/proc/cpuinfo" else real_read(self, *a, **k))
         seen[key] = utils.cpu_kind()
-    assert seen["zen3"]["slug"] == "amd-epyc-avx2"
+    assert seen["zen3"]["slug"] == "amd-epyc-zen3-avx2"
     assert seen["zen3"]["label"] == "AMD EPYC, AVX2 (family 25 model 1)"
-    assert seen["zen4"]["slug"] == "amd-epyc-9r14-avx512-bf16"
+    assert seen["zen4"]["slug"] == "amd-epyc-9r14-zen4-avx512-bf16"
+    # a Zen 5 has the same flags as a Zen 4; its table must not overwrite the Zen 4's
+    assert seen["zen5"]["slug"] == "amd-epyc-zen5-avx512-bf16"
+    assert seen["zen5"]["label"] == "AMD EPYC, AVX512 BF16 (family 26 model 2)"
     assert seen["zen4"]["flags"] == ["avx2", "avx512_bf16", "avx512_vnni", "avx512f"]
     assert seen["spr"]["slug"] == "intel-xeon-platinum-8480-amx"
-    assert len({k["slug"] for k in seen.values()}) == 3
+    assert len({k["slug"] for k in seen.values()}) == 4
 
 
 def test_cli_errors_from_inside_a_library_say_how_to_see_the_traceback(monkeypatch, capsys):
