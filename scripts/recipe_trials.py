@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent.parent / "assets" / "training" / "quick_trials.json"
-EXTRA_SIZES = (96, 112, 128, 144)
+EXTRA_SIZES = (96, 112, 128, 144, 160)
 
 
 def _cpu() -> str:
