@@ -204,7 +204,13 @@ def test_train_suite_calls_benchmark_throughput(monkeypatch, tmp_path):
                                       "--out", str(tmp_path)])
     assert args.func(args) == 0
     assert calls["model"] == "swiftformer_s" and calls["steps"] == 2
-    md = (tmp_path / "train.md").read_text()
+    from swiftlearn.utils import cpu_kind
+
+    kind = cpu_kind()  # one table per CPU kind, named by it
+    md = (tmp_path / f"train-{kind['slug']}.md").read_text()
+    assert md.splitlines()[2].startswith(kind["label"])
+    assert (tmp_path / f"train-{kind['slug']}.json").is_file()
+    assert not (tmp_path / "train.md").exists()
     assert "| plain | 10.0 | 10% |" in md and "ratio=0.9" in md
     assert "Data: synthetic." in md and "data" not in calls
     assert calls["profiled"] == ("swiftformer_s", (64,)) and calls["compile"] is False
@@ -219,7 +225,7 @@ def test_train_suite_calls_benchmark_throughput(monkeypatch, tmp_path):
     assert args.func(args) == 0
     assert isinstance(calls["data"], CachedImages) and len(calls["data"]) == 20
     assert tuple(calls["data"].images.shape[-2:]) == (176, 176)
-    assert "Imagenette train (20 images" in (tmp_path / "train.md").read_text()
+    assert "Imagenette train (20 images" in (tmp_path / f"train-{kind['slug']}.md").read_text()
 
 
 def _tiny_images():

@@ -91,6 +91,10 @@ def _check(args: argparse.Namespace) -> tuple[list[str] | None, list[int] | None
         from ..utils import cpu_kind
 
         check_out(args.out, args.suite, f"deploy-{cpu_kind()['slug']}")
+    elif args.suite == "train":  # one table per CPU kind, like deploy
+        from ..utils import cpu_kind
+
+        check_out(args.out, args.suite, f"train-{cpu_kind()['slug']}")
     else:
         check_out(args.out, args.suite)
     return models, threads

@@ -76,7 +76,8 @@ def to_markdown(result: dict) -> str:
 def _train_markdown(result: dict) -> str:
     m, r = result["machine"], result["result"]
     lines = [f"# swiftlearn bench: training throughput ({result['settings']['model']})", "",
-             f"{m['cpu']}, {m['logical_cpus']} logical CPUs; torch {m['torch']}; {m['date']}.",
+             f"{m['cpu_kind']['label'] if 'cpu_kind' in m else m['cpu']}, {m['logical_cpus']} "
+             f"logical CPUs; torch {m['torch']}; {m['date']}.",
              "", "| loop | images/s | data share |", "|---|---|---|"]
     for name in ("plain", "trainer"):
         if name in r:
@@ -163,7 +164,7 @@ def check_out(out: str | os.PathLike, suite: str, stem: str | None = None) -> tu
 
 def write(result: dict, out: str | os.PathLike) -> tuple[Path, Path]:
     """Write ``<out>/<suite>.md`` and ``<out>/<suite>.json`` (``<file_stem>`` where the result
-    names one: the deploy suite's carries the CPU kind), atomically; returns both paths."""
+    names one: the deploy and train suites' carry the CPU kind), atomically; returns both paths."""
     md, js = check_out(out, result["suite"], result.get("file_stem"))
     md.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(to_markdown(result), md)
