@@ -149,7 +149,7 @@ def main(argv=None) -> int:
             "weights_bytes": info.weights_bytes,
             "constexpr_ops": {k: v for k, v in info.op_histogram.items()
                               if k.startswith("constexpr_")},
-            "interpreter_top1": round(report.package_top1, 3),
+            "interpreter_top1": round(report.top1, 3),
             "torch_fp32_top1": round(report.torch_top1, 3),
             "agreement": round(report.agreement, 3), "images": report.n,
             "interpreter_seconds": round(report.seconds, 1),

@@ -260,8 +260,8 @@ def test_package_accuracy_on_a_tiny_set(packages, model64):
     labels[:2] = (labels[:2] + 1) % 10  # two images PyTorch gets wrong
     report = accuracy.package_accuracy(packages["none"], model64, pixels, labels, batch_size=4)
     assert report.n == 6 and report.torch_top1 == pytest.approx(100 * 4 / 6)
-    assert report.agreement == 100.0 and report.package_top1 == report.torch_top1
-    assert np.array_equal(report.package_pred, torch_pred)
+    assert report.agreement == 100.0 and report.top1 == report.torch_top1
+    assert np.array_equal(report.pred, torch_pred)
     # with PyTorch's predictions handed in, a wrong one shows up as disagreement
     wrong = torch_pred.copy()
     wrong[0] = (wrong[0] + 1) % 10

@@ -231,12 +231,12 @@ def test_accuracy_helper_on_a_tiny_set(int8_cli, fp32_path, trained, calib_dir):
     labels = torch_pred.copy()
     labels[:5] = (labels[:5] + 1) % 10  # five labels PyTorch gets wrong
     fp32 = q.onnx_accuracy(fp32_path, trained, images, labels, batch_size=8)
-    assert (fp32.n, fp32.torch_top1, fp32.onnx_top1, fp32.agreement) == (20, 75.0, 75.0, 100.0)
+    assert (fp32.n, fp32.torch_top1, fp32.top1, fp32.agreement) == (20, 75.0, 75.0, 100.0)
     int8 = q.onnx_accuracy(int8_cli, trained, images, labels, torch_pred=torch_pred)
     assert int8.torch_top1 == 75.0
-    expected = 100 * float((int8.onnx_pred == labels).mean())
-    assert int8.onnx_top1 == pytest.approx(expected)
-    assert int8.agreement == pytest.approx(100 * float((int8.onnx_pred == torch_pred).mean()))
+    expected = 100 * float((int8.pred == labels).mean())
+    assert int8.top1 == pytest.approx(expected)
+    assert int8.agreement == pytest.approx(100 * float((int8.pred == torch_pred).mean()))
     assert "20 images" in str(int8)
     with pytest.raises(ValueError, match="as many labels as images"):
         q.onnx_accuracy(fp32_path, trained, images, labels[:3])

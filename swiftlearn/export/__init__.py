@@ -19,7 +19,9 @@ One concept per module:
 ``accuracy``       :func:`accuracy.package_accuracy`: top-1 of a package (interpreter) and of
                    PyTorch fp32 on the same pictures, and their agreement
 ``verify``         :func:`verify_coreml`, :func:`verify_onnx`, :func:`verify_openvino`: the saved
-                   artefact vs PyTorch
+                   artefact vs PyTorch; the two result types every comparison returns
+                   (:class:`ParityReport`: logits within a tolerance; :class:`AccuracyReport`:
+                   top-1 on labelled images and the agreement)
 ``quantize``       static int8 ONNX for the CPU (:func:`~swiftlearn.export.quantize.quantize_int8`,
                    calibration, exact graph passes, accuracy helpers); import it by name
 ``staging``        :func:`~swiftlearn.export.staging.export_stage`: the temporary sibling of the
@@ -61,6 +63,7 @@ from .staging import DiskFullError
 from .verify import (
     FP16_TOLERANCE,
     FP32_TOLERANCE,
+    AccuracyReport,
     ParityReport,
     sample_pixels,
     verify_coreml,
@@ -75,6 +78,7 @@ __all__ = [
     "DiskFullError",
     "FP16_TOLERANCE",
     "FP32_TOLERANCE",
+    "AccuracyReport",
     "MissingExtraError",
     "NormalizedClassifier",
     "OnnxRunner",

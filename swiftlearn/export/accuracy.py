@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -24,26 +23,10 @@ from ..data import load_cached
 from ..utils import IMAGENET_MEAN, IMAGENET_STD, normalize_pixels
 from .coreml import LABEL_NAME, read_coreml
 from .mil import MilInterpreter
+from .verify import AccuracyReport
 
 __all__ = ["AccuracyReport", "interpreter_predictions", "package_accuracy", "torch_predictions",
            "validation_pixels"]
-
-
-@dataclass
-class AccuracyReport:
-    """A package and its PyTorch model on the same labelled images (accuracies in percent)."""
-
-    n: int
-    package_top1: float
-    torch_top1: float
-    agreement: float  # % of images where the two top-1 predictions are the same class
-    package_pred: np.ndarray = field(repr=False)
-    torch_pred: np.ndarray = field(repr=False)
-    seconds: float = 0.0  # interpreter time
-
-    def __str__(self) -> str:
-        return (f"{self.n} images: package top-1 {self.package_top1:.2f} %, PyTorch fp32 "
-                f"{self.torch_top1:.2f} %, same prediction on {self.agreement:.2f} %")
 
 
 def validation_pixels(root=None, size: int = 224, *, split: str = "val", cache_size: int = 176,
@@ -154,7 +137,7 @@ def package_accuracy(package: str | os.PathLike, model: nn.Module, pixels, label
         torch_pred = torch_predictions(model, pixels, mean=mean, std=std)
     torch_pred = np.asarray(torch_pred)
     return AccuracyReport(
-        n=len(labels), package_top1=float(100 * (pred == labels).mean()),
+        n=len(labels), top1=float(100 * (pred == labels).mean()),
         torch_top1=float(100 * (torch_pred == labels).mean()),
         agreement=float(100 * (pred == torch_pred).mean()),
-        package_pred=pred, torch_pred=torch_pred, seconds=seconds)
+        pred=pred, torch_pred=torch_pred, what="package", seconds=seconds)

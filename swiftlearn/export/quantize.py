@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import time
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -45,9 +46,9 @@ from ..data.datasets import load_rgb
 from ..utils import IMAGENET_MEAN, IMAGENET_STD, check_writable, normalize, require
 from .onnx import OnnxRunner
 from .staging import export_stage
-from .verify import agreement_text, top1_margin
+from .verify import AccuracyReport, agreement_text, top1_margin
 
-__all__ = ["INT8_TOLERANCE", "MIN_INT8_AGREEMENT", "AccuracyResult", "Int8Report",
+__all__ = ["INT8_TOLERANCE", "MIN_INT8_AGREEMENT", "Int8Report",
            "calibration_images", "check_int8", "drop_broadcast_expand", "fold_bn_into_conv",
            "fold_conv_scale", "fuse_gelu", "onnx_accuracy", "prepare_for_quantization",
            "quantize_int8"]
@@ -563,28 +564,11 @@ def runtime_runner(path: str | os.PathLike, runtime: str = "onnxruntime", thread
     return OnnxRunner(path, threads)
 
 
-@dataclass
-class AccuracyResult:
-    """Top-1 of an ONNX model and of PyTorch fp32 on the same labelled images (percent)."""
-
-    n: int
-    onnx_top1: float
-    torch_top1: float
-    agreement: float  # % of images where the two predictions are the same class
-    onnx_pred: np.ndarray = field(repr=False)
-    torch_pred: np.ndarray = field(repr=False)
-
-    def __str__(self) -> str:
-        return (f"{self.n} images: ONNX top-1 {self.onnx_top1:.2f} %, PyTorch fp32 "
-                f"{self.torch_top1:.2f} % ({self.onnx_top1 - self.torch_top1:+.2f} points), "
-                f"same prediction on {self.agreement:.2f} %")
-
-
 @torch.no_grad()
 def onnx_accuracy(path: str | os.PathLike, model: nn.Module, images: torch.Tensor, labels, *,
                   batch_size: int = 1, torch_pred: np.ndarray | None = None,
                   threads: int = 1, runtime: str = "onnxruntime",
-                  precision: str | None = None) -> AccuracyResult:
+                  precision: str | None = None) -> AccuracyReport:
     """Top-1 of the ``.onnx`` file (or OpenVINO ``.xml``, ``runtime="openvino"``) and of
     ``model`` (fp32) on normalised ``images``.
 
@@ -604,13 +588,16 @@ def onnx_accuracy(path: str | os.PathLike, model: nn.Module, images: torch.Tenso
         raise ValueError("call model.eval() first: the reference is the eval-mode model")
     runner = runtime_runner(path, runtime, threads, precision)
     spans = [(i, min(i + batch_size, len(images))) for i in range(0, len(images), batch_size)]
+    start = time.perf_counter()
     pred = np.concatenate([runner(images[a:b]).argmax(1) for a, b in spans])
+    seconds = time.perf_counter() - start
     if torch_pred is None:
         torch_pred = torch.cat([model(images[a:b]).argmax(1)
                                 for a, b in [(i, min(i + 64, len(images)))
                                              for i in range(0, len(images), 64)]]).numpy()
     torch_pred = np.asarray(torch_pred)
-    return AccuracyResult(n=len(labels), onnx_top1=float(100 * (pred == labels).mean()),
+    return AccuracyReport(n=len(labels), top1=float(100 * (pred == labels).mean()),
                           torch_top1=float(100 * (torch_pred == labels).mean()),
                           agreement=float(100 * (pred == torch_pred).mean()),
-                          onnx_pred=pred, torch_pred=torch_pred)
+                          pred=pred, torch_pred=torch_pred,
+                          what="OpenVINO" if runtime == "openvino" else "ONNX", seconds=seconds)

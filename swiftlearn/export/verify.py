@@ -31,8 +31,8 @@ from .coreml import PROBS_NAME, import_coremltools, read_coreml
 from .mil import MilInterpreter
 from .onnx import OnnxRunner
 
-__all__ = ["FP16_TOLERANCE", "FP32_TOLERANCE", "ParityReport", "agreement_text", "sample_pixels",
-           "top1_margin", "verify_coreml", "verify_onnx", "verify_openvino"]
+__all__ = ["FP16_TOLERANCE", "FP32_TOLERANCE", "AccuracyReport", "ParityReport", "agreement_text",
+           "sample_pixels", "top1_margin", "verify_coreml", "verify_onnx", "verify_openvino"]
 
 FP32_TOLERANCE = 1e-4  #: max |logit difference| for a float32 program or ONNX graph
 FP16_TOLERANCE = 2e-2  #: max |logit difference| for a float16 program
@@ -68,6 +68,28 @@ class ParityReport:
         return (f"{self.backend}: max |diff| {what} {err:.2e} (tolerance {self.tolerance:.0e}), "
                 f"probs {self.max_abs_probs:.2e}, {self.agreement} -> "
                 f"{'OK' if self.ok else 'FAILED'}")
+
+
+@dataclass
+class AccuracyReport:
+    """An exported model (a Core ML package, an ONNX or OpenVINO file) and the PyTorch model it
+    came from, on the same labelled images: both top-1 accuracies and how often their top-1
+    predictions agree (percent). :func:`~swiftlearn.export.package_accuracy` and
+    :func:`~swiftlearn.export.quantize.onnx_accuracy` return it."""
+
+    n: int
+    top1: float  # the exported model's
+    torch_top1: float
+    agreement: float  # % of images where the two top-1 predictions are the same class
+    pred: np.ndarray = field(repr=False)
+    torch_pred: np.ndarray = field(repr=False)
+    what: str = "export"  # what ran: "package", "ONNX", "OpenVINO"
+    seconds: float = 0.0  # the exported model's time on all the images
+
+    def __str__(self) -> str:
+        return (f"{self.n} images: {self.what} top-1 {self.top1:.2f} %, PyTorch fp32 "
+                f"{self.torch_top1:.2f} % ({self.top1 - self.torch_top1:+.2f} points), "
+                f"same prediction on {self.agreement:.2f} %")
 
 
 def top1_margin(scores: np.ndarray) -> np.ndarray:
