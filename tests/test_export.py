@@ -247,19 +247,12 @@ def test_onnx_runtime_matches_pytorch_with_dynamic_batch(onnx_path, model64):
     assert [i.name for i in session.get_inputs()] == ["input"]
 
 
-def test_onnx_gelus_are_in_the_form_onnxruntime_fuses(onnx_path, tmp_path):
+def test_onnx_writes_each_gelu_as_one_op(onnx_path):
     onnx = pytest.importorskip("onnx")
-    graph = onnx.load(str(onnx_path)).graph
-    assert sum(n.op_type == "Erf" for n in graph.node) == 20  # 20 GELUs in XS, spelled out
-    assert export.reorder_gelu(graph) == 0  # already reordered by to_onnx
-    gelu = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.GELU(),
-                               torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()).eval()
-    x = torch.randn(2, 3, 40, 40)
-    raw = export.to_onnx(gelu, tmp_path / "raw.onnx", 40, fusable_gelu=False)
-    assert export.reorder_gelu(onnx.load(str(raw)).graph) == 1  # the exporter's order
-    fused = export.to_onnx(gelu, tmp_path / "fused.onnx", 40)
-    np.testing.assert_allclose(export.OnnxRunner(fused)(x), export.OnnxRunner(raw)(x),
-                               atol=1e-6, rtol=0)
+    proto = onnx.load(str(onnx_path))
+    ops = [n.op_type for n in proto.graph.node]
+    assert ops.count("Gelu") == 20 and "Erf" not in ops  # 20 GELUs in XS, none spelled out
+    assert next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) == 20
 
 
 def test_session_options_are_the_measured_setting():

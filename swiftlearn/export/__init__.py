@@ -7,7 +7,7 @@ One concept per module:
 ``checks``         what every exporter validates first: the input size, the model, class names
 ``coreml``         :func:`to_coreml` (through :class:`NormalizedClassifier`: pixels in,
                    probabilities out), :func:`inspect_coreml`, :func:`imagetype_approximation`
-``onnx``           :func:`to_onnx`, the :func:`reorder_gelu` graph pass, ONNX Runtime
+``onnx``           :func:`to_onnx` (opset 20: GELU is one op), ONNX Runtime
                    (:func:`session_options`, :func:`onnxruntime_session`, :class:`OnnxRunner`)
 ``openvino``       :func:`to_openvino` (an IR converted from the ONNX graph, metadata inside),
                    :func:`~swiftlearn.export.openvino.quantize_openvino` (NNCF int8),
@@ -57,7 +57,7 @@ from .coreml import (
     read_coreml,
     to_coreml,
 )
-from .onnx import OnnxRunner, onnxruntime_session, reorder_gelu, session_options, to_onnx
+from .onnx import OnnxRunner, onnxruntime_session, session_options, to_onnx
 from .openvino import OpenVinoRunner, openvino_metadata, to_openvino
 from .staging import DiskFullError
 from .verify import (
@@ -98,7 +98,6 @@ __all__ = [
     "onnxruntime_session",
     "openvino_metadata",
     "read_coreml",
-    "reorder_gelu",
     "sample_pixels",
     "session_options",
     "to_coreml",

@@ -11,10 +11,10 @@ recording each tensor's min and max. The file is written in the QDQ form: the fl
 (AVX-512 VNNI where the CPU has them).
 
 :func:`quantize_int8` turns a float32 ``.onnx`` from :func:`~swiftlearn.export.to_onnx` into that
-file. Before quantising it applies four exact graph passes that leave fewer, larger operations
-for the integer kernels: :func:`fuse_gelu` (each spelled-out GELU becomes ONNX Runtime's one
-``Gelu`` op, computed in float between a dequantise and a quantise; quantising its five pieces
-separately is slower and less accurate), :func:`fold_conv_scale` (the layer scales after the
+file. The exported graph already holds each GELU as one ``Gelu`` op (opset 20), which the
+quantiser leaves in float between a dequantise and a quantise. Before quantising it applies
+three exact graph passes that leave fewer, larger operations for the integer kernels:
+:func:`fold_conv_scale` (the layer scales after the
 convolutions go into the convolution weights), :func:`fold_bn_into_conv` (a BatchNorm in
 front of a 1x1 convolution goes into it) and :func:`drop_broadcast_expand` (the normalisations'
 norms divide by broadcasting instead of being copied to the full tensor first).
@@ -50,7 +50,7 @@ from .verify import AccuracyReport, agreement_text, top1_margin
 
 __all__ = ["INT8_TOLERANCE", "MIN_INT8_AGREEMENT", "Int8Report",
            "calibration_images", "check_int8", "drop_broadcast_expand", "fold_bn_into_conv",
-           "fold_conv_scale", "fuse_gelu", "onnx_accuracy", "prepare_for_quantization",
+           "fold_conv_scale", "onnx_accuracy", "prepare_for_quantization",
            "quantize_int8"]
 
 #: :func:`check_int8` passes when ``||int8 - fp32|| / ||fp32||`` over the logits is at most this
@@ -147,73 +147,6 @@ def _index(graph):
         for name in node.output:
             producer[name] = node
     return inits, consts, users, producer
-
-
-def _scalar(consts, name: str, value: float) -> bool:
-    c = consts.get(name)
-    return c is not None and c.size == 1 and abs(float(c.reshape(())) - value) < 1e-6
-
-
-def fuse_gelu(model) -> int:
-    r"""Graph pass: each spelled-out GELU, :math:`x \cdot 0.5 \cdot (1 + \mathrm{erf}(x/\sqrt2))`,
-    becomes one ``com.microsoft.Gelu`` node (ONNX Runtime's exact-erf GELU).
-
-    Both operand orders of the outer multiplications are recognised (before and after
-    :func:`~swiftlearn.export.reorder_gelu`); the constants must be initializers (as after
-    ONNX Runtime's ``quant_pre_process``). Only single-use intermediates are touched.
-
-    Args:
-        model: an ``onnx.ModelProto``, edited in place (its opsets gain ``com.microsoft``).
-
-    Returns:
-        How many GELUs were replaced.
-    """
-    from onnx import helper
-
-    graph = model.graph
-    _, consts, users, producer = _index(graph)
-
-    def only_user(name, op_type):
-        nodes = users.get(name, [])
-        return nodes[0] if len(nodes) == 1 and nodes[0].op_type == op_type else None
-
-    drop, replace = set(), {}
-    for erf in [n for n in graph.node if n.op_type == "Erf"]:
-        div = producer.get(erf.input[0])
-        if div is None or div.op_type != "Div" or not _scalar(consts, div.input[1], 2 ** 0.5):
-            continue
-        x = div.input[0]
-        add = only_user(erf.output[0], "Add")
-        if add is None or not any(_scalar(consts, i, 1.0) for i in add.input):
-            continue
-        outer = only_user(add.output[0], "Mul")
-        if outer is None:
-            continue
-        other = [i for i in outer.input if i != add.output[0]]
-        inner = producer.get(other[0]) if len(other) == 1 else None
-        if inner is not None and inner.op_type == "Mul" and len(users[inner.output[0]]) == 1 \
-                and x in inner.input and any(_scalar(consts, i, 0.5) for i in inner.input):
-            pass  # (x * 0.5) * (1 + erf)
-        else:  # x * ((1 + erf) * 0.5)
-            inner = None
-            half = only_user(add.output[0], "Mul")
-            if half is None or not any(_scalar(consts, i, 0.5) for i in half.input):
-                continue
-            outer = only_user(half.output[0], "Mul")
-            if outer is None or x not in outer.input:
-                continue
-            inner = half
-        drop.update(id(n) for n in (div, erf, add, inner))
-        replace[id(outer)] = helper.make_node("Gelu", [x], [outer.output[0]],
-                                              name=f"{outer.name or erf.name}_gelu",
-                                              domain="com.microsoft")
-    if replace:
-        nodes = [replace.get(id(n), n) for n in graph.node if id(n) not in drop]
-        del graph.node[:]
-        graph.node.extend(nodes)
-        if not any(o.domain == "com.microsoft" for o in model.opset_import):
-            model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
-    return len(replace)
 
 
 def _set_init(graph, inits, name: str, value: np.ndarray, suffix: str) -> str:
@@ -386,8 +319,8 @@ def prepare_for_quantization(fp32_path: str | os.PathLike, out: str | os.PathLik
 
     ONNX Runtime's ``quant_pre_process`` (shape inference and basic optimisation; its symbolic
     shape pass is skipped, as it fails on the exported graph), then, with ``passes``,
-    :func:`fold_bn_into_conv`, :func:`fold_conv_scale`, :func:`drop_broadcast_expand` and
-    :func:`fuse_gelu`. Still float32 and the same function (to float rounding).
+    :func:`fold_bn_into_conv`, :func:`fold_conv_scale` and :func:`drop_broadcast_expand`. Still
+    float32 and the same function (to float rounding).
 
     Returns:
         How many rewrites each pass made, by pass name.
@@ -401,7 +334,7 @@ def prepare_for_quantization(fp32_path: str | os.PathLike, out: str | os.PathLik
     counts: dict[str, int] = {}
     if passes:
         proto = onnx.load(str(out))
-        for fn in (fold_bn_into_conv, fold_conv_scale, drop_broadcast_expand, fuse_gelu):
+        for fn in (fold_bn_into_conv, fold_conv_scale, drop_broadcast_expand):
             counts[fn.__name__] = fn(proto)
         onnx.save(proto, str(out))
     return counts
