@@ -346,9 +346,49 @@ def test_deploy_suite_times_and_scores_every_path(tmp_path, capsys):
     ok = [r for r in result["rows"] if r["backend"] != "timm eager"
           and r["delta_points"] >= -0.5]
     assert fastest["backend"] == min(ok, key=lambda r: r["latency"]["median_ms"])["backend"]
+    for r in result["rows"]:  # one median per interleaved round, for the paired verdicts
+        assert len(r["round_medians_ms"]) == 1
+    runner = fastest["runner_up"]
+    assert runner["backend"] == sorted(ok, key=lambda r: r["latency"]["median_ms"])[1]["backend"]
+    assert runner["rounds"] == 1 and runner["wins"] in (0, 1)
+    assert fastest["vs_defaults"]["backend"] in {"onnxruntime", "openvino"} - {fastest["backend"]}
     md = (out / f"deploy-{slug}.md").read_text()
     assert cpu_kind()["label"] in md and "Fastest path here within 0.5 points" in md
+    assert f"Against the runner-up, {runner['backend']}" in md
     capsys.readouterr()
+
+
+def test_paired_rounds_tell_a_clear_win_from_a_tie():
+    """The deploy verdicts compare two paths round by round (both timed in each round), so a
+    spell of load that slows both does not decide; a win needs CLEAR_WIN of the rounds."""
+    from swiftlearn.bench.deploy import CLEAR_WIN, paired
+
+    clear = paired([2.0, 4.0, 2.1, 2.0, 2.2], [2.5, 5.0, 2.6, 2.4, 2.7])
+    assert clear == {"ratio": 1.238, "wins": 5, "rounds": 5, "clear": True}
+    # the same medians overall, but the "fast" path lost two of five rounds: a tie
+    tie = paired([2.0, 3.0, 2.0, 3.0, 2.0], [2.9, 2.9, 2.9, 2.1, 2.1])
+    assert tie["wins"] == 3 and not tie["clear"] and 3 / 5 < CLEAR_WIN
+    assert paired([1.0], [1.0])["wins"] == 0  # equal is not a win
+    with pytest.raises(ValueError, match="same number of rounds"):
+        paired([1.0, 2.0], [1.0])
+
+
+def test_deploy_markdown_says_tie_and_flags_a_runtime_default():
+    from swiftlearn.bench.report import _comparison_lines
+
+    fast = {"backend": "onnxruntime int8",
+            "runner_up": {"backend": "openvino", "ratio": 1.01, "wins": 3, "rounds": 5,
+                          "clear": False},
+            "vs_defaults": {"backend": "openvino", "precision": "bf16", "ratio": 1.01,
+                            "wins": 3, "rounds": 5, "clear": False}}
+    text = "\n".join(_comparison_lines(fast))
+    assert "openvino: 1.01x" in text and "faster in 3 of 5 interleaved rounds: a tie" in text
+    assert "Against the best runtime default on the plain fp32 model, openvino (bf16)" in text
+    fast = {"backend": "openvino", "runner_up": {"backend": "openvino int8", "ratio": 1.3,
+                                                 "wins": 5, "rounds": 5, "clear": True}}
+    text = "\n".join(_comparison_lines(fast))
+    assert "faster in 5 of 5 interleaved rounds." in text and "tie" not in text
+    assert "none of the library's own paths beats it here" in text
 
 
 def test_deploy_suite_refuses_before_any_work(tmp_path, capsys, monkeypatch):

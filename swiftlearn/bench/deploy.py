@@ -24,11 +24,17 @@ from ..utils import cpu_kind
 from .common import check_threads, machine_info, params_gmacs, summary, time_calls
 from .paths import swiftformer_paths
 
-__all__ = ["DEFAULT_CHECKPOINT", "MAX_LOSS", "run_deploy"]
+__all__ = ["CLEAR_WIN", "DEFAULT_CHECKPOINT", "MAX_LOSS", "RUNTIME_DEFAULTS", "paired",
+           "run_deploy"]
 
 DEFAULT_CHECKPOINT = (Path(__file__).resolve().parents[2] / "assets"
                       / "swiftformer_xs_imagenette.pt")
 MAX_LOSS = 0.5  #: top-1 points a deployable path may lose against PyTorch fp32
+#: a path is *clearly* faster than another when its round median is the lower one in at least
+#: this share of the interleaved rounds; below it the two tie within the machine's noise
+CLEAR_WIN = 0.8
+#: the runtimes' own defaults on the plain fp32 model, which the library's paths should beat
+RUNTIME_DEFAULTS = ("onnxruntime", "openvino")
 _CALIBRATION = 200  # images, as `swiftlearn export --quantize int8` calibrates
 
 
@@ -40,6 +46,24 @@ def _versions() -> dict:
         except ImportError:
             out[name] = None
     return out
+
+
+def paired(fast: list[float], other: list[float]) -> dict:
+    """How much faster a path is than ``other``, round by round (``fast[k]`` and ``other[k]``:
+    the two paths' median ms in interleaved round ``k``, so both met the same spell of load):
+    the median of the per-round ratios ``other / fast``, the rounds ``fast`` won and whether
+    that is a clear win (:data:`CLEAR_WIN`) or a tie within the noise."""
+    if len(fast) != len(other) or not fast:
+        raise ValueError("paired needs the same number of rounds (>= 1) for both paths")
+    ratios = [o / f for f, o in zip(fast, other)]
+    wins = sum(r > 1 for r in ratios)
+    return {"ratio": round(statistics.median(ratios), 3), "wins": wins, "rounds": len(ratios),
+            "clear": wins >= CLEAR_WIN * len(ratios)}
+
+
+def _round_medians(times: list[float], repeats: int) -> list[float]:
+    return [round(statistics.median(times[i:i + repeats]), 3)
+            for i in range(0, len(times), repeats)]
 
 
 def _predict(fn, x: torch.Tensor, batch: int = 50) -> np.ndarray:
@@ -135,7 +159,8 @@ def run_deploy(checkpoint=None, data_root=None, *, threads: int = 1, rounds: int
         med = statistics.median(times[r["backend"]])
         row = {"backend": r["backend"], "precision": r["precision"],
                "latency": summary(times[r["backend"]]),
-               "speed_vs_timm": round(ref_ms / med, 3) if ref_ms else None}
+               "speed_vs_timm": round(ref_ms / med, 3) if ref_ms else None,
+               "round_medians_ms": _round_medians(times[r["backend"]], repeats)}
         if r["pred"] is not None:
             top1 = float(100 * (r["pred"] == labels).mean())
             row.update(top1=round(top1, 3), delta_points=round(top1 - torch_top1, 3),
@@ -146,13 +171,25 @@ def run_deploy(checkpoint=None, data_root=None, *, threads: int = 1, rounds: int
                      "computes what fused computes, to float rounding.")
     ok = [r for r in out_rows if r["backend"] != "timm eager"
           and r.get("delta_points", 0.0) >= -MAX_LOSS]
-    fastest = min(ok, key=lambda r: r["latency"]["median_ms"])
+    ok.sort(key=lambda r: r["latency"]["median_ms"])
+    fastest = ok[0]
+    comparisons = {}
+    if len(ok) > 1:  # the next-fastest path that keeps its accuracy
+        comparisons["runner_up"] = {"backend": ok[1]["backend"], **paired(
+            fastest["round_medians_ms"], ok[1]["round_medians_ms"])}
+    defaults = [r for r in out_rows if r["backend"] in RUNTIME_DEFAULTS and r is not fastest]
+    if defaults:  # what a user gets from ONNX Runtime or OpenVINO without the library's work
+        best = min(defaults, key=lambda r: r["latency"]["median_ms"])
+        comparisons["vs_defaults"] = {"backend": best["backend"], "precision": best["precision"],
+                                      **paired(fastest["round_medians_ms"],
+                                               best["round_medians_ms"])}
     params, gmacs = params_gmacs(model, size)
     return {"suite": "deploy", "file_stem": f"deploy-{info['cpu_kind']['slug']}",
             "machine": info, "rows": out_rows, "notes": notes,
             "fastest": {"backend": fastest["backend"],
                         "speed_vs_timm": fastest["speed_vs_timm"],
-                        "delta_points": fastest.get("delta_points"), "max_loss": MAX_LOSS},
+                        "delta_points": fastest.get("delta_points"), "max_loss": MAX_LOSS,
+                        **comparisons},
             "settings": {"checkpoint": str(checkpoint), "model": name, "size": size,
                          "threads": threads, "rounds": rounds, "repeats": repeats,
                          "warmup": warmup, "images": len(labels), "per_class": per_class,

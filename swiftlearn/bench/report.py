@@ -223,6 +223,32 @@ def _deploy_markdown(result: dict) -> str:
               f"{fast['backend']}** ({speed}"
               + (f", {fast['delta_points']:+.2f} points" if fast["delta_points"] is not None
                  else "") + ")."]
+    lines += _comparison_lines(fast)
     if result["notes"]:
         lines += ["", "Notes:"] + [f"- {n}" for n in result["notes"]]
     return "\n".join(lines) + "\n"
+
+
+def _won(c: dict) -> str:
+    verdict = "" if c["clear"] else ": a tie within this machine's noise"
+    return f"faster in {c['wins']} of {c['rounds']} interleaved rounds{verdict}"
+
+
+def _comparison_lines(fast: dict) -> list[str]:
+    """The deploy table's verdicts, round by round: is the fastest path clearly the fastest,
+    and does it beat what ONNX Runtime and OpenVINO do on their own with the fp32 model?"""
+    from .deploy import RUNTIME_DEFAULTS
+
+    lines = []
+    if "runner_up" in fast:
+        c = fast["runner_up"]
+        lines.append(f"- Against the runner-up, {c['backend']}: {c['ratio']:.2f}x (median of the "
+                     f"per-round ratios), {_won(c)}.")
+    if fast["backend"] in RUNTIME_DEFAULTS:
+        lines.append(f"- {fast['backend']} is a runtime's own default on the plain fp32 model: "
+                     "none of the library's own paths beats it here.")
+    elif "vs_defaults" in fast:
+        c = fast["vs_defaults"]
+        lines.append(f"- Against the best runtime default on the plain fp32 model, "
+                     f"{c['backend']} ({c['precision']}): {c['ratio']:.2f}x, {_won(c)}.")
+    return [""] + lines if lines else []
