@@ -355,6 +355,10 @@ def test_deploy_suite_times_and_scores_every_path(tmp_path, capsys):
     md = (out / f"deploy-{slug}.md").read_text()
     assert cpu_kind()["label"] in md and "Fastest path here within 0.5 points" in md
     assert f"Against the runner-up, {runner['backend']}" in md
+    profiles = result["profiles"]  # each ONNX Runtime / OpenVINO row, profiled after timing
+    assert {"onnxruntime", "onnxruntime int8"} <= set(profiles) <= set(backends)
+    assert any(o["op"] == "QLinearConv" for o in profiles["onnxruntime int8"]["ops"])
+    assert "Where the time goes" in md and "- **onnxruntime int8**: " in md
     capsys.readouterr()
 
 
@@ -376,19 +380,26 @@ def test_paired_rounds_tell_a_clear_win_from_a_tie():
 def test_deploy_markdown_says_tie_and_flags_a_runtime_default():
     from swiftlearn.bench.report import _comparison_lines
 
-    fast = {"backend": "onnxruntime int8",
-            "runner_up": {"backend": "openvino", "ratio": 1.01, "wins": 3, "rounds": 5,
-                          "clear": False},
-            "vs_defaults": {"backend": "openvino", "precision": "bf16", "ratio": 1.01,
-                            "wins": 3, "rounds": 5, "clear": False}}
+    def c(backend, wins, clear, **more):
+        return {"backend": backend, "ratio": 1.01, "wins": wins, "rounds": 5, "clear": clear,
+                **more}
+
+    fast = {"backend": "onnxruntime int8", "runner_up": c("openvino int8", 3, False),
+            "vs_defaults": c("openvino", 5, True, precision="bf16")}
     text = "\n".join(_comparison_lines(fast))
-    assert "openvino: 1.01x" in text and "faster in 3 of 5 interleaved rounds: a tie" in text
-    assert "Against the best runtime default on the plain fp32 model, openvino (bf16)" in text
-    fast = {"backend": "openvino", "runner_up": {"backend": "openvino int8", "ratio": 1.3,
-                                                 "wins": 5, "rounds": 5, "clear": True}}
+    assert "runner-up, openvino int8: 1.01x" in text
+    assert "faster in 3 of 5 interleaved rounds: a tie" in text
+    assert ("Against the best runtime default on the plain fp32 model, openvino, which computes "
+            "in bf16: 1.01x, faster in 5 of 5 interleaved rounds.") in text
+    fast["runner_up"] = c("openvino", 5, True)  # the runner-up is that default: one line
+    lines = _comparison_lines(fast)
+    assert len(lines) == 2 and "also the best runtime default" in lines[1]
+    fast = {"backend": "openvino", "runner_up": c("openvino int8", 5, True),
+            "vs_defaults": c("onnxruntime", 5, True, precision="fp32")}
     text = "\n".join(_comparison_lines(fast))
     assert "faster in 5 of 5 interleaved rounds." in text and "tie" not in text
     assert "none of the library's own paths beats it here" in text
+    assert "onnxruntime" not in text  # a default beating a default says nothing
 
 
 def test_deploy_suite_refuses_before_any_work(tmp_path, capsys, monkeypatch):

@@ -247,6 +247,44 @@ def test_onnx_runtime_matches_pytorch_with_dynamic_batch(onnx_path, model64):
     assert [i.name for i in session.get_inputs()] == ["input"]
 
 
+def test_onnx_runner_profile_counts_kernels_after_the_warmup(onnx_path):
+    """ONNX Runtime's own profiler, summed by op type: the warm-up runs are left out, every
+    run's kernels are counted (the fp32 XS runs its 20 GELUs as 20 Gelu kernels), and the
+    shares add up to the whole."""
+    profile = export.OnnxRunner(onnx_path).profile(torch.randn(1, 3, 64, 64), calls=3,
+                                                    warmup=2)
+    assert profile.runtime == "onnxruntime" and profile.calls == 3
+    ops = {o.op: o for o in profile.ops}
+    assert ops["Gelu"].nodes == 20 and "Conv" in ops
+    assert sum(o.share for o in profile.ops) == pytest.approx(100, abs=0.1)
+    assert profile.ops == sorted(profile.ops, key=lambda o: -o.ms)
+    assert 0 < profile.kernel_ms <= profile.run_ms
+    assert profile.nodes == pytest.approx(sum(o.nodes for o in profile.ops), abs=0.05)
+    with pytest.raises(ValueError, match="calls >= 1"):
+        export.OnnxRunner(onnx_path).profile(torch.randn(1, 3, 64, 64), calls=0)
+
+
+def test_onnxruntime_events_leave_out_the_warmup_runs():
+    from swiftlearn.export.profile import onnxruntime_events
+
+    def run(ts):
+        return [{"name": "model_run", "cat": "Session", "ts": ts, "dur": 900},
+                {"name": "conv_kernel_time", "cat": "Node", "ts": ts + 1, "dur": 500,
+                 "args": {"op_name": "Conv"}},
+                {"name": "gelu_kernel_time", "cat": "Node", "ts": ts + 2, "dur": 100,
+                 "args": {"op_name": "Gelu"}},
+                {"name": "conv_fence_before", "cat": "Node", "ts": ts + 3, "dur": 0,
+                 "args": {"op_name": "Conv"}}]
+
+    events = run(10_000) + run(0) + run(20_000)  # the warm-up run first in time, not in list
+    events[5]["dur"] = 99_999  # the warm-up run's Conv: must not count
+    totals, counts, runs = onnxruntime_events(events, warmup=1)
+    assert counts == {("Conv", ""): 2, ("Gelu", ""): 2} and runs == [0.9, 0.9]
+    assert totals[("Conv", "")] == 1000
+    with pytest.raises(ValueError, match="3 runs, not more than the 3 warm-up"):
+        onnxruntime_events(events, warmup=3)
+
+
 def test_onnx_writes_each_gelu_as_one_op(onnx_path):
     onnx = pytest.importorskip("onnx")
     proto = onnx.load(str(onnx_path))

@@ -54,6 +54,21 @@ def test_openvino_matches_pytorch_with_dynamic_batch(ir, model64):
     assert sorted(p.name for p in ir.parent.iterdir()) == ["xs.bin", "xs.xml"]
 
 
+def test_openvino_runner_profile_names_the_kernels(ir, model64, tmp_path):
+    """OpenVINO's performance counters by node type and kernel: only executed nodes, fewer
+    than the ONNX graph's (the plugin fuses), each convolution with the kernel it picked."""
+    onnx = pytest.importorskip("onnx")
+    profile = export.OpenVinoRunner(ir, precision="f32").profile(torch.randn(1, 3, 64, 64),
+                                                                 calls=3, warmup=1)
+    assert profile.runtime == "openvino" and profile.run_ms is None
+    convs = [o for o in profile.ops if o.op == "Convolution"]
+    assert convs and all(o.kernel for o in convs)
+    assert not any("bf16" in o.kernel for o in profile.ops)  # f32 was asked for
+    graph = onnx.load(str(export.to_onnx(model64, tmp_path / "xs.onnx", 64))).graph
+    assert 0 < profile.nodes < len(graph.node)
+    assert sum(o.share for o in profile.ops) == pytest.approx(100, abs=0.1)
+
+
 def test_openvino_perturbed_model_fails(ir):
     other = _model()
     with torch.no_grad():

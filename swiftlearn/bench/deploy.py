@@ -7,8 +7,9 @@ the same weights (the reference of the speed ratios) are timed interleaved in on
 validation split at the same size: top-1, the change against PyTorch fp32 and the share of
 images on which its top-1 is PyTorch fp32's. The report names the CPU (model, instruction
 sets, versions) and the fastest path that loses at most :data:`MAX_LOSS` points: the one to
-deploy on a machine like this one. Files: ``deploy-<cpu kind>.md`` and ``.json``, so tables of
-different CPU kinds sit side by side.
+deploy on a machine like this one, with paired verdicts against the runner-up and the
+runtimes' defaults, and each runtime's per-op profile (what it made of the graph). Files:
+``deploy-<cpu kind>.md`` and ``.json``, so tables of different CPU kinds sit side by side.
 """
 
 from __future__ import annotations
@@ -79,19 +80,20 @@ def _predict(fn, x: torch.Tensor, batch: int = 50) -> np.ndarray:
 def run_deploy(checkpoint=None, data_root=None, *, threads: int = 1, rounds: int = 5,
                repeats: int = 10, warmup: int = 5, size: int | None = None,
                compile: bool = False, per_class: int | None = None, cache_dir=None,
-               progress: bool = False) -> dict:
+               profile_calls: int = 100, progress: bool = False) -> dict:
     """Latency (``threads`` threads, batch 1) and validation top-1 of every run path of the
     trained model in ``checkpoint`` (default: the committed XS), on the Imagenette root
     ``data_root`` (default: :func:`~swiftlearn.data.find_root`); ``per_class`` scores only the
     first images of each class (a quick check). ``size``: default the checkpoint's evaluation
-    size."""
+    size. The ONNX Runtime and OpenVINO paths are then profiled per op (``profile_calls``
+    calls each, :mod:`swiftlearn.export.profile`), after the timing."""
     from ..checkpoints import read_checkpoint, to_timm
     from ..data import find_root, load_cached, resize_center
     from ..export.quantize import calibration_images
 
     check_threads([threads])
-    if min(rounds, repeats) < 1 or warmup < 0:
-        raise ValueError("rounds and repeats must be >= 1, warmup >= 0")
+    if min(rounds, repeats, profile_calls) < 1 or warmup < 0:
+        raise ValueError("rounds, repeats and profile_calls must be >= 1, warmup >= 0")
     checkpoint = Path(checkpoint or DEFAULT_CHECKPOINT)
     if not checkpoint.is_file():
         raise FileNotFoundError(f"no checkpoint at {checkpoint}; pass --checkpoint, a file "
@@ -150,6 +152,9 @@ def run_deploy(checkpoint=None, data_root=None, *, threads: int = 1, rounds: int
                 r["pred"] = _predict(r["fn"], x)
                 if progress:
                     print(f"  scored {r['backend']}", flush=True)
+            # after the timing, never beside it: each runtime's own per-op profile
+            profiles = {r["backend"]: r["fn"].profile(one, calls=profile_calls).to_dict()
+                        for r in rows if hasattr(r["fn"], "profile")}
         finally:
             torch.set_num_threads(saved)
     ref_ms = statistics.median(times["timm eager"]) if timm_fn is not None else None
@@ -185,7 +190,7 @@ def run_deploy(checkpoint=None, data_root=None, *, threads: int = 1, rounds: int
                                                best["round_medians_ms"])}
     params, gmacs = params_gmacs(model, size)
     return {"suite": "deploy", "file_stem": f"deploy-{info['cpu_kind']['slug']}",
-            "machine": info, "rows": out_rows, "notes": notes,
+            "machine": info, "rows": out_rows, "notes": notes, "profiles": profiles,
             "fastest": {"backend": fastest["backend"],
                         "speed_vs_timm": fastest["speed_vs_timm"],
                         "delta_points": fastest.get("delta_points"), "max_loss": MAX_LOSS,

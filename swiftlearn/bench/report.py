@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from ..utils import atomic_write_text, check_writable
+from .deploy import RUNTIME_DEFAULTS
 
 __all__ = ["check_out", "to_markdown", "write"]
 
@@ -224,9 +225,28 @@ def _deploy_markdown(result: dict) -> str:
               + (f", {fast['delta_points']:+.2f} points" if fast["delta_points"] is not None
                  else "") + ")."]
     lines += _comparison_lines(fast)
+    lines += _profile_lines(result.get("profiles") or {})
     if result["notes"]:
         lines += ["", "Notes:"] + [f"- {n}" for n in result["notes"]]
     return "\n".join(lines) + "\n"
+
+
+def _profile_lines(profiles: dict, top: int = 5) -> list[str]:
+    """Each runtime's heaviest ops: what it made of the graph and where its time goes."""
+    if not profiles:
+        return []
+    calls = next(iter(profiles.values()))["calls"]
+    lines = ["", f"Where the time goes (each runtime's own profiler, {calls} calls; the "
+             "profiler slows every kernel, so read the shares, not the ms):", ""]
+    for backend, p in profiles.items():
+        ops = ", ".join(_op_label(o) for o in p["ops"][:top])
+        lines.append(f"- **{backend}**: {p['nodes']:.0f} kernels a call; {ops}")
+    return lines
+
+
+def _op_label(o: dict) -> str:
+    kernel = f" ({o['kernel']})" if o["kernel"] else ""
+    return f"{o['op']}{kernel} x{o['nodes']:g} {o['share']:.0f} %"
 
 
 def _won(c: dict) -> str:
@@ -237,18 +257,22 @@ def _won(c: dict) -> str:
 def _comparison_lines(fast: dict) -> list[str]:
     """The deploy table's verdicts, round by round: is the fastest path clearly the fastest,
     and does it beat what ONNX Runtime and OpenVINO do on their own with the fp32 model?"""
-    from .deploy import RUNTIME_DEFAULTS
-
     lines = []
-    if "runner_up" in fast:
-        c = fast["runner_up"]
-        lines.append(f"- Against the runner-up, {c['backend']}: {c['ratio']:.2f}x (median of the "
-                     f"per-round ratios), {_won(c)}.")
+    runner, default = fast.get("runner_up"), fast.get("vs_defaults")
+    if fast["backend"] in RUNTIME_DEFAULTS:
+        default = None
+    if runner:
+        also = ""
+        if default and default["backend"] == runner["backend"]:
+            also, default = (", also the best runtime default on the plain fp32 model, which "
+                             f"computes in {default['precision']}"), None
+        lines.append(f"- Against the runner-up, {runner['backend']}{also}: {runner['ratio']:.2f}x "
+                     f"(median of the per-round ratios), {_won(runner)}.")
     if fast["backend"] in RUNTIME_DEFAULTS:
         lines.append(f"- {fast['backend']} is a runtime's own default on the plain fp32 model: "
                      "none of the library's own paths beats it here.")
-    elif "vs_defaults" in fast:
-        c = fast["vs_defaults"]
+    elif default:
         lines.append(f"- Against the best runtime default on the plain fp32 model, "
-                     f"{c['backend']} ({c['precision']}): {c['ratio']:.2f}x, {_won(c)}.")
+                     f"{default['backend']}, which computes in {default['precision']}: "
+                     f"{default['ratio']:.2f}x, {_won(default)}.")
     return [""] + lines if lines else []

@@ -24,6 +24,9 @@ One concept per module:
                    top-1 on labelled images and the agreement)
 ``quantize``       static int8 ONNX for the CPU (:func:`~swiftlearn.export.quantize.quantize_int8`,
                    calibration, exact graph passes, accuracy helpers); import it by name
+``profile``        where a runtime's time goes: :class:`~swiftlearn.export.profile.OpProfile`,
+                   what ``OnnxRunner.profile`` and ``OpenVinoRunner.profile`` return (kernels a
+                   call, by op type and, for OpenVINO, by the kernel it picked)
 ``staging``        :func:`~swiftlearn.export.staging.export_stage`: the temporary sibling of the
                    output where every export builds (the system temporary folder redirected into
                    it, so nothing is left in ``/tmp``; a full disk said in one line)

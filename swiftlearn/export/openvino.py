@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from ..utils import IMAGENET_MEAN, IMAGENET_STD, check_writable, cpu_supports_bf16, require
-from .onnx import to_onnx
+from .onnx import as_input, to_onnx
 from .staging import export_stage
 
 __all__ = ["OPENVINO_EXTRA", "PRECISIONS", "OpenVinoRunner", "check_openvino_out",
@@ -208,6 +208,7 @@ class OpenVinoRunner:
                   "PERFORMANCE_HINT": "LATENCY"}
         if precision:
             config["INFERENCE_PRECISION_HINT"] = precision
+        self.path, self.config = path, config
         self.core = ov.Core()
         self.compiled = self.core.compile_model(str(path), "CPU", config)
         self.request = self.compiled.create_infer_request()
@@ -216,8 +217,16 @@ class OpenVinoRunner:
         self.precision = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
 
     def __call__(self, x) -> np.ndarray:
-        if isinstance(x, torch.Tensor):
-            x = x.detach().cpu().numpy()
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        self.request.infer({0: x})
+        self.request.infer({0: as_input(x)})
         return np.array(self.request.get_output_tensor(0).data, copy=True)
+
+    def profile(self, x, calls: int = 100, warmup: int = 10):
+        """Where the time goes: OpenVINO's performance counters over ``calls`` runs on ``x``,
+        after ``warmup``, by node type and the kernel the CPU plugin picked for it (an
+        :class:`~swiftlearn.export.profile.OpProfile`), compiled with this runner's settings."""
+        from .profile import openvino_profile
+
+        compiled = self.core.compile_model(str(self.path), "CPU",
+                                           {**self.config, "PERF_COUNT": True})
+        return openvino_profile(compiled.create_infer_request(), {0: as_input(x)},
+                                calls=calls, warmup=warmup)
