@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..model import canonical_name
 from .common import usable_cpus
+from .deploy import DEFAULT_ROUNDS as DEPLOY_ROUNDS
 from .deploy import run_deploy
 from .latency import DEFAULT_MODELS, PEER_SIZES, PEERS, run_latency
 from .mixers import run_mixers
@@ -117,7 +118,7 @@ def _cmd(args: argparse.Namespace) -> int:
                             warmup=1 if args.quick else 5, progress=True)
     elif args.suite == "deploy":
         result = run_deploy(args.checkpoint, args.data, threads=(threads or [1])[0],
-                            rounds=_given(args.rounds, 2 if args.quick else 5),
+                            rounds=_given(args.rounds, 2 if args.quick else DEPLOY_ROUNDS),
                             repeats=_given(args.repeats, 3 if args.quick else 10),
                             warmup=2 if args.quick else 5, size=args.size, compile=args.compile,
                             per_class=args.per_class or (20 if args.quick else None),
@@ -160,7 +161,9 @@ def add_cli(subparsers) -> None:
     p.add_argument("--threads", help="comma-separated thread counts, each from 1 to the CPUs "
                    "this process may use (default 1,2, or 1 on one CPU; 1 for the mixers suite)")
     p.add_argument("--repeats", type=int, help="timed calls per entry per round (default 10)")
-    p.add_argument("--rounds", type=int, help="interleaved rounds (default 5)")
+    p.add_argument("--rounds", type=int, help="interleaved rounds (default 5; "
+                   f"{DEPLOY_ROUNDS} for the deploy suite, whose verdicts compare paths round by "
+                   "round)")
     p.add_argument("--size", type=int, help="input side in pixels (default 224); at least 32 "
                    f"(SwiftFormer downsamples 32x), {lo}-{hi} with efficientformer_l1 (its "
                    "attention is built for a 7x7 last-stage map)")

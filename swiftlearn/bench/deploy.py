@@ -25,8 +25,8 @@ from ..utils import cpu_kind
 from .common import check_threads, machine_info, params_gmacs, summary, time_calls
 from .paths import swiftformer_paths
 
-__all__ = ["CLEAR_WIN", "DEFAULT_CHECKPOINT", "MAX_LOSS", "RUNTIME_DEFAULTS", "paired",
-           "run_deploy"]
+__all__ = ["CLEAR_WIN", "DEFAULT_CHECKPOINT", "DEFAULT_ROUNDS", "MAX_LOSS", "RUNTIME_DEFAULTS",
+           "paired", "run_deploy"]
 
 DEFAULT_CHECKPOINT = (Path(__file__).resolve().parents[2] / "assets"
                       / "swiftformer_xs_imagenette.pt")
@@ -34,6 +34,9 @@ MAX_LOSS = 0.5  #: top-1 points a deployable path may lose against PyTorch fp32
 #: a path is *clearly* faster than another when its round median is the lower one in at least
 #: this share of the interleaved rounds; below it the two tie within the machine's noise
 CLEAR_WIN = 0.8
+#: interleaved rounds by default: on a shared VM two 5-round runs minutes apart ranked the three
+#: fastest Zen 5 paths differently; 30 rounds gave a 27-of-30 verdict
+DEFAULT_ROUNDS = 20
 #: the runtimes' own defaults on the plain fp32 model, which the library's paths should beat
 RUNTIME_DEFAULTS = ("onnxruntime", "openvino")
 _CALIBRATION = 200  # images, as `swiftlearn export --quantize int8` calibrates
@@ -77,7 +80,8 @@ def _predict(fn, x: torch.Tensor, batch: int = 50) -> np.ndarray:
     return np.concatenate(preds)
 
 
-def run_deploy(checkpoint=None, data_root=None, *, threads: int = 1, rounds: int = 5,
+def run_deploy(checkpoint=None, data_root=None, *, threads: int = 1,
+               rounds: int = DEFAULT_ROUNDS,
                repeats: int = 10, warmup: int = 5, size: int | None = None,
                compile: bool = False, per_class: int | None = None, cache_dir=None,
                profile_calls: int = 100, progress: bool = False) -> dict:

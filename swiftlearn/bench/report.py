@@ -246,7 +246,7 @@ def _profile_lines(profiles: dict, top: int = 5) -> list[str]:
 
 def _op_label(o: dict) -> str:
     kernel = f" ({o['kernel']})" if o["kernel"] else ""
-    return f"{o['op']}{kernel} x{o['nodes']:g} {o['share']:.0f} %"
+    return f"{o['op']}{kernel} x{o['nodes']:.0f} {o['share']:.0f} %"
 
 
 def _won(c: dict) -> str:
