@@ -26,15 +26,15 @@ def _info(args: argparse.Namespace) -> int:
     import torch
 
     from . import __version__
+    from .bench.deploy import advice
     from .data import cache_usage, find_root
     from .model import VARIANTS, build_model
 
     print(f"swiftlearn {__version__} | python {platform.python_version()} | torch "
           f"{torch.__version__} | threads {torch.get_num_threads()}")
     kind = cpu_kind()
-    print(f"CPU: {kind['label']}; speed-relevant flags: {', '.join(kind['flags']) or 'none'} "
-          "(`swiftlearn bench --suite deploy` measures which way to run a model is fastest "
-          "here)")
+    print(f"CPU: {kind['label']}; speed-relevant flags: {', '.join(kind['flags']) or 'none'}")
+    print(advice(kind["slug"]))
     root = find_root(required=False)
     print(f"Imagenette root: {root if root else 'not found (set SWIFTLEARN_DATA)'}")
     folder, size, count = cache_usage()

@@ -29,6 +29,29 @@ def test_info_lists_the_variants(capsys, monkeypatch, tmp_path):
     assert f"decoded cache: {tmp_path / 'cache' / 'swiftlearn' / 'decoded'} (0.00 GB" in out
 
 
+def test_info_names_the_fastest_path_from_this_cpu_kinds_table(tmp_path):
+    """`swiftlearn info` reads the deploy table of the CPU kind it runs on: the path to use,
+    a tie said as one, and a missing or broken table answered with how to measure it."""
+    import json
+
+    from swiftlearn.bench.deploy import advice
+
+    assert advice("no-such-cpu", tmp_path).startswith("no deploy table for this CPU kind "
+                                                      "(no-such-cpu) yet: `swiftlearn bench")
+    doc = {"machine": {"date": "2026-12-04 21:46 UTC"},
+           "fastest": {"backend": "openvino int8", "speed_vs_timm": 4.24, "delta_points": -0.03,
+                       "runner_up": {"backend": "openvino", "clear": True}}}
+    (tmp_path / "deploy-k.json").write_text(json.dumps(doc))
+    line = advice("k", tmp_path)
+    assert "openvino int8, 4.24x timm eager, -0.03 points of top-1 (re-measure" in line
+    assert "tie" not in line and "deploy-k.json, 2026-12-04 21:46 UTC" in line
+    doc["fastest"]["runner_up"]["clear"] = False
+    (tmp_path / "deploy-k.json").write_text(json.dumps(doc))
+    assert "a tie with openvino" in advice("k", tmp_path)
+    (tmp_path / "deploy-k.json").write_text("{broken")
+    assert "cannot be read (JSONDecodeError)" in advice("k", tmp_path)
+
+
 def test_user_errors_become_one_line_messages(capsys, tmp_path):
     missing = tmp_path / "nope.pt"
     code = cli.main(["evaluate", "--checkpoint", str(missing), "--data", str(tmp_path)])

@@ -14,6 +14,7 @@ runtimes' defaults, and each runtime's per-op profile (what it made of the graph
 
 from __future__ import annotations
 
+import json
 import statistics
 import tempfile
 from pathlib import Path
@@ -26,10 +27,12 @@ from .common import check_threads, machine_info, params_gmacs, summary, time_cal
 from .paths import swiftformer_paths
 
 __all__ = ["CLEAR_WIN", "DEFAULT_CHECKPOINT", "DEFAULT_ROUNDS", "MAX_LOSS", "RUNTIME_DEFAULTS",
-           "paired", "run_deploy"]
+           "TABLES", "advice", "paired", "run_deploy"]
 
 DEFAULT_CHECKPOINT = (Path(__file__).resolve().parents[2] / "assets"
                       / "swiftformer_xs_imagenette.pt")
+#: where the committed deploy tables live, one per CPU kind
+TABLES = DEFAULT_CHECKPOINT.parent / "bench"
 MAX_LOSS = 0.5  #: top-1 points a deployable path may lose against PyTorch fp32
 #: a path is *clearly* faster than another when its round median is the lower one in at least
 #: this share of the interleaved rounds; below it the two tie within the machine's noise
@@ -50,6 +53,32 @@ def _versions() -> dict:
         except ImportError:
             out[name] = None
     return out
+
+
+def advice(slug: str | None = None, folder=None) -> str:
+    """One line for ``swiftlearn info``: the fastest deployable path that the deploy table of
+    this CPU kind (``<folder>/deploy-<slug>.json``, default the committed tables) measured, or
+    how to measure it where there is none."""
+    slug = slug or cpu_kind()["slug"]
+    path = Path(folder or TABLES) / f"deploy-{slug}.json"
+    measure = "`swiftlearn bench --suite deploy` measures which way to run a model is fastest here"
+    if not path.is_file():
+        return f"no deploy table for this CPU kind ({slug}) yet: {measure}"
+    try:
+        doc = json.loads(path.read_text())
+        fast, date = doc["fastest"], doc["machine"]["date"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"the deploy table {path} cannot be read ({type(e).__name__}): {measure}"
+    facts = [fast["backend"]]
+    if fast.get("speed_vs_timm"):
+        facts.append(f"{fast['speed_vs_timm']:.2f}x timm eager")
+    if fast.get("delta_points") is not None:
+        facts.append(f"{fast['delta_points']:+.2f} points of top-1")
+    runner = fast.get("runner_up")
+    if runner and not runner["clear"]:
+        facts.append(f"a tie with {runner['backend']}")
+    return (f"fastest here by the deploy table of this CPU kind ({path.name}, {date}): "
+            f"{', '.join(facts)} (re-measure: `swiftlearn bench --suite deploy`)")
 
 
 def paired(fast: list[float], other: list[float]) -> dict:
