@@ -182,7 +182,12 @@ def test_cli_is_registered_and_runs(monkeypatch, tmp_path):
                                       "1", "--rounds", "1", "--size", "64", "--no-onnx",
                                       "--out", str(tmp_path)])
     assert args.func(args) == 0
-    assert (tmp_path / "latency.md").is_file() and (tmp_path / "latency.json").is_file()
+    from swiftlearn.utils import cpu_kind
+
+    stem = f"latency-{cpu_kind()['slug']}"  # one table per CPU kind, as deploy and train
+    assert (tmp_path / f"{stem}.md").is_file() and (tmp_path / f"{stem}.json").is_file()
+    md = (tmp_path / f"{stem}.md").read_text()
+    assert cpu_kind()["label"] in md and "flags:" in md
 
 
 def test_train_suite_calls_benchmark_throughput(monkeypatch, tmp_path):

@@ -89,7 +89,7 @@ def _check(args: argparse.Namespace) -> tuple[list[str] | None, list[int] | None
         from ..data import find_root
 
         find_root(args.data)  # the validation images: refused now, not after the exports
-    if args.suite in ("deploy", "train"):  # one table per CPU kind
+    if args.suite in ("deploy", "train", "latency"):  # one table per CPU kind
         from ..utils import cpu_kind
 
         check_out(args.out, args.suite, f"{args.suite}-{cpu_kind()['slug']}")

@@ -15,6 +15,7 @@ from torch import nn
 
 from ..measure import count_flops
 from ..model import MIN_SIZE
+from ..utils import cpu_kind
 
 __all__ = ["check_size", "check_threads", "machine_info", "params_gmacs", "summary", "time_calls",
            "usable_cpus"]
@@ -48,7 +49,9 @@ def check_size(size: int) -> None:
 
 
 def machine_info() -> dict:
-    """CPU model, cores, library versions and load: what a reader needs to weigh the numbers."""
+    """CPU model and kind (:func:`~swiftlearn.utils.cpu_kind`: the label, the speed-relevant
+    flags and the slug that names the deploy, train and latency files), cores, library versions
+    and load: what a reader needs to weigh the numbers."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -61,11 +64,12 @@ def machine_info() -> dict:
             "python": platform.python_version(), "torch": torch.__version__,
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
-    for name in ("timm", "onnxruntime"):
+    for name in ("timm", "onnxruntime", "openvino", "nncf"):
         try:
             info[name] = __import__(name).__version__
         except ImportError:
             info[name] = None
+    info["cpu_kind"] = cpu_kind()
     if hasattr(os, "getloadavg"):
         info["load_average_start"] = round(os.getloadavg()[0], 2)
     return info

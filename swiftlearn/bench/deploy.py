@@ -45,16 +45,6 @@ RUNTIME_DEFAULTS = ("onnxruntime", "openvino")
 _CALIBRATION = 200  # images, as `swiftlearn export --quantize int8` calibrates
 
 
-def _versions() -> dict:
-    out = {}
-    for name in ("onnxruntime", "openvino", "nncf", "timm"):
-        try:
-            out[name] = __import__(name).__version__
-        except ImportError:
-            out[name] = None
-    return out
-
-
 def advice(slug: str | None = None, folder=None) -> str:
     """One line for ``swiftlearn info``: the fastest deployable path that the deploy table of
     this CPU kind (``<folder>/deploy-<slug>.json``, default the committed tables) measured, or
@@ -145,7 +135,7 @@ def run_deploy(checkpoint=None, data_root=None, *, threads: int = 1,
     labels = val.labels.numpy()
     calib = calibration_images(root, _CALIBRATION, size)
     notes: list[str] = []
-    info = {**machine_info(), **_versions(), "cpu_kind": cpu_kind()}
+    info = machine_info()
     saved = torch.get_num_threads()
     with tempfile.TemporaryDirectory() as tmp:
         paths = swiftformer_paths(model, name, size, Path(tmp), notes, compile=compile,

@@ -224,7 +224,8 @@ def _result(entries, facts, threads, notes, info, settings) -> dict:
                 speed = statistics.median(ref.times[t]) / statistics.median(e.times[t])
                 row["speed_vs_reference"][str(t)] = round(speed, 3)
         rows.append(row)
-    result = {"suite": "latency", "machine": info, "settings": settings,
+    result = {"suite": "latency", "file_stem": f"latency-{info['cpu_kind']['slug']}",
+              "machine": info, "settings": settings,
               "reference": REFERENCE if ref else None, "rows": rows,
               "notes": list(dict.fromkeys(notes))}
     result["goals"] = _goals(rows)

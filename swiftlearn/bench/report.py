@@ -45,9 +45,8 @@ def to_markdown(result: dict) -> str:
     threads = [str(t) for t in s["threads"]]
     lines = [
         f"# swiftlearn bench: latency (batch {s['batch']}, {s['size']}x{s['size']}, CPU)", "",
-        f"{m['cpu']}, {m['logical_cpus']} logical CPUs ({m['cpu_capability']}); torch "
-        f"{m['torch']}, timm {m['timm']}, onnxruntime {m['onnxruntime']}; python {m['python']}; "
-        f"{m['date']}; load average {m.get('load_average_start')} -> "
+        f"{_cpu_line(m)}; torch {m['torch']}, {_versions(m, 'timm', 'onnxruntime', 'openvino')}"
+        f"; python {m['python']}; {m['date']}; load average {m.get('load_average_start')} -> "
         f"{m.get('load_average_end')}.", "",
         f"{s['rounds']} interleaved rounds x {s['repeats']} calls per entry after {s['warmup']} "
         "warm-up calls; median latency in ms with the interquartile range; speed = "
@@ -193,16 +192,27 @@ def _mixers_markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _cpu_line(m: dict) -> str:
+    """The CPU as the tables name it: the kind's label and flags where the result has them
+    (tables written before the CPU kinds name the torch capability only)."""
+    k = m.get("cpu_kind")
+    if not k:
+        return f"{m['cpu']}, {m['logical_cpus']} logical CPUs ({m['cpu_capability']})"
+    flags = ", ".join(k["flags"]) or "none of AVX-512, AVX-512 VNNI/BF16, AMX"
+    return f"**{k['label']}**, {m['logical_cpus']} logical CPUs; flags: {flags}"
+
+
+def _versions(m: dict, *names: str) -> str:
+    return ", ".join(f"{n} {m.get(n)}" for n in names if m.get(n))
+
+
 def _deploy_markdown(result: dict) -> str:
-    m, s, k = result["machine"], result["settings"], result["machine"]["cpu_kind"]
-    versions = ", ".join(f"{n} {m.get(n)}" for n in ("onnxruntime", "openvino", "nncf", "timm")
-                         if m.get(n))
+    m, s = result["machine"], result["settings"]
+    versions = _versions(m, "onnxruntime", "openvino", "nncf", "timm")
     fast = result["fastest"]
     lines = [f"# swiftlearn bench: deploy ({s['model']}, batch 1, {s['size']}x{s['size']}, "
              f"{s['threads']} thread{'s' if s['threads'] > 1 else ''})", "",
-             f"**{k['label']}**, {m['logical_cpus']} logical CPUs; flags: "
-             f"{', '.join(k['flags']) or 'none of AVX-512, AVX-512 VNNI/BF16, AMX'}; torch "
-             f"{m['torch']}, {versions}; {m['date']}; load average "
+             f"{_cpu_line(m)}; torch {m['torch']}, {versions}; {m['date']}; load average "
              f"{m.get('load_average_start')}.", "",
              f"Checkpoint `{s['checkpoint']}`; top-1 on {s['images']} validation images at "
              f"{s['size']} px (PyTorch fp32: {s['torch_fp32_top1']:.2f} %); latency: "

@@ -11,7 +11,7 @@ from ..data import CachedImages, load_cached, resize_center
 from ..model import build_model
 from ..train import TrainConfig, build_trainer
 from ..train.step import batch_generator, classification_loss, timed_step
-from ..utils import amp_dtype, autocast, cpu_kind
+from ..utils import amp_dtype, autocast
 from .common import machine_info
 
 __all__ = ["benchmark_throughput", "run_train"]
@@ -153,7 +153,7 @@ def run_train(model: str = "swiftformer_xs", quick: bool = False, data_root=None
         kwargs["data"] = load_cached(data_root, "train", size=cache_size, cache_dir=cache_dir)
         settings["data"] = (f"Imagenette train ({len(kwargs['data'])} images, decoded cache at "
                             f"{cache_size} px)")
-    machine = {**machine_info(), "cpu_kind": cpu_kind()}
+    machine = machine_info()
     result = benchmark_throughput(model=model, **kwargs)
     out = {"suite": "train", "file_stem": f"train-{machine['cpu_kind']['slug']}",
            "machine": machine, "settings": settings, "result": result}
