@@ -73,8 +73,8 @@ figures: ## after `make notebooks`: refresh the README's figures in assets/figur
 diagrams: $(STAMP) ## redraw the diagrams in assets/figures/diagrams/ (swiftlearn.diagrams)
 	$(BIN)/python -m swiftlearn.diagrams assets/figures/diagrams
 
-bench: $(STAMP) ## latency table against the peers + training throughput -> assets/bench/
-	$(BIN)/swiftlearn bench --compile --out assets/bench
+bench: $(STAMP) ## latency and training-throughput tables of this CPU kind -> assets/bench/
+	$(BIN)/swiftlearn bench --compile --int8 $(if $(SWIFTLEARN_DATA),--data $(SWIFTLEARN_DATA)) --out assets/bench
 	$(BIN)/swiftlearn bench --suite train $(if $(SWIFTLEARN_DATA),--data $(SWIFTLEARN_DATA)) --out assets/bench
 
 format: $(STAMP) ## ruff's autofixes (import order, upgrades; not `ruff format`)
