@@ -17,8 +17,9 @@ Entries:
   ``efficientformer_l1`` with random weights (``pip install -e ".[dev]"`` for timm).
 
 ``--suite train`` instead times training throughput with
-:func:`benchmark_throughput`. Results go to ``<out>/<suite>.md`` and
-``<out>/<suite>.json``.
+:func:`benchmark_throughput`. Results go to ``<out>/<suite>-<cpu kind>.md`` and ``.json``
+(one table per CPU kind, :func:`~swiftlearn.utils.cpu_kind`; the mixers suite's to
+``<out>/mixers.md``).
 """
 
 from .cli import add_cli

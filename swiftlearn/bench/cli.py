@@ -186,6 +186,6 @@ def add_cli(subparsers) -> None:
     p.add_argument("--per-class", type=int, help="deploy suite: score only the first N "
                    "validation images of each class (default: all; --quick: 20)")
     p.add_argument("--out", default="assets/bench", help="output folder, created if missing: "
-                   "gets <suite>.md and <suite>.json (default assets/bench); checked before the "
-                   "run")
+                   "gets <suite>-<cpu kind>.md and .json (the mixers suite: mixers.md; default "
+                   "assets/bench); checked before the run")
     p.set_defaults(func=_cmd)

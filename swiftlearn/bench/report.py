@@ -164,7 +164,8 @@ def check_out(out: str | os.PathLike, suite: str, stem: str | None = None) -> tu
 
 def write(result: dict, out: str | os.PathLike) -> tuple[Path, Path]:
     """Write ``<out>/<suite>.md`` and ``<out>/<suite>.json`` (``<file_stem>`` where the result
-    names one: the deploy and train suites' carry the CPU kind), atomically; returns both paths."""
+    names one: the latency, deploy and train suites' carry the CPU kind), atomically; returns
+    both paths."""
     md, js = check_out(out, result["suite"], result.get("file_stem"))
     md.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(to_markdown(result), md)
