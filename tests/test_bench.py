@@ -361,7 +361,8 @@ def test_deploy_suite_times_and_scores_every_path(tmp_path, capsys):
     assert cpu_kind()["label"] in md and "Fastest path here within 0.5 points" in md
     assert f"Against the runner-up, {runner['backend']}" in md
     profiles = result["profiles"]  # each ONNX Runtime / OpenVINO row, profiled after timing
-    assert {"onnxruntime", "onnxruntime int8"} <= set(profiles) <= set(backends)
+    assert {"eager", "fused", "onnxruntime", "onnxruntime int8"} <= set(profiles) <= set(backends)
+    assert profiles["fused"]["runtime"] == "pytorch" and "timm eager" not in profiles
     assert any(o["op"] == "QLinearConv" for o in profiles["onnxruntime int8"]["ops"])
     assert "Where the time goes" in md and "- **onnxruntime int8**: " in md
     capsys.readouterr()

@@ -264,6 +264,20 @@ def test_onnx_runner_profile_counts_kernels_after_the_warmup(onnx_path):
         export.OnnxRunner(onnx_path).profile(torch.randn(1, 3, 64, 64), calls=0)
 
 
+def test_pytorch_profile_counts_self_time_once(model64):
+    """torch.profiler, in the same shape: the 20 GELUs of the eager XS, shares of self time that
+    add up to the whole, and kernels a call (ops that call no other op) below all op calls."""
+    from swiftlearn.export.profile import pytorch_profile
+
+    profile = pytorch_profile(model64, torch.randn(1, 3, 64, 64), calls=2, warmup=1)
+    ops = {o.op: o for o in profile.ops}
+    assert profile.runtime == "pytorch" and ops["aten::gelu"].nodes == 20
+    assert sum(o.share for o in profile.ops) == pytest.approx(100, abs=0.1)
+    assert 0 < profile.nodes < sum(o.nodes for o in profile.ops)
+    with pytest.raises(ValueError, match="calls >= 1"):
+        pytorch_profile(model64, torch.randn(1, 3, 64, 64), calls=0)
+
+
 def test_onnxruntime_events_leave_out_the_warmup_runs():
     from swiftlearn.export.profile import onnxruntime_events
 

@@ -89,6 +89,18 @@ def _round_medians(times: list[float], repeats: int) -> list[float]:
             for i in range(0, len(times), repeats)]
 
 
+_PROFILED = ("eager", "fused", "fused+bf16")  # the PyTorch rows, through torch.profiler
+
+
+def _profile(row: dict, x: torch.Tensor, calls: int) -> dict:
+    from ..export.profile import pytorch_profile
+
+    fn = row["fn"]
+    if hasattr(fn, "profile"):  # ONNX Runtime, OpenVINO: the runtime's own profiler
+        return fn.profile(x, calls=calls).to_dict()
+    return pytorch_profile(fn, x, calls=calls).to_dict()
+
+
 def _predict(fn, x: torch.Tensor, batch: int = 50) -> np.ndarray:
     preds = []
     with torch.inference_mode():
@@ -108,8 +120,8 @@ def run_deploy(checkpoint=None, data_root=None, *, threads: int = 1,
     trained model in ``checkpoint`` (default: the committed XS), on the Imagenette root
     ``data_root`` (default: :func:`~swiftlearn.data.find_root`); ``per_class`` scores only the
     first images of each class (a quick check). ``size``: default the checkpoint's evaluation
-    size. The ONNX Runtime and OpenVINO paths are then profiled per op (``profile_calls``
-    calls each, :mod:`swiftlearn.export.profile`), after the timing."""
+    size. The PyTorch, ONNX Runtime and OpenVINO paths are then profiled per op
+    (``profile_calls`` calls each, :mod:`swiftlearn.export.profile`), after the timing."""
     from ..checkpoints import read_checkpoint, to_timm
     from ..data import find_root, load_cached, resize_center
     from ..export.quantize import calibration_images
@@ -176,8 +188,8 @@ def run_deploy(checkpoint=None, data_root=None, *, threads: int = 1,
                 if progress:
                     print(f"  scored {r['backend']}", flush=True)
             # after the timing, never beside it: each runtime's own per-op profile
-            profiles = {r["backend"]: r["fn"].profile(one, calls=profile_calls).to_dict()
-                        for r in rows if hasattr(r["fn"], "profile")}
+            profiles = {r["backend"]: _profile(r, one, profile_calls) for r in rows
+                        if r["backend"] in _PROFILED or hasattr(r["fn"], "profile")}
         finally:
             torch.set_num_threads(saved)
     ref_ms = statistics.median(times["timm eager"]) if timm_fn is not None else None

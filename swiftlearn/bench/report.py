@@ -247,8 +247,9 @@ def _profile_lines(profiles: dict, top: int = 5) -> list[str]:
     if not profiles:
         return []
     calls = next(iter(profiles.values()))["calls"]
-    lines = ["", f"Where the time goes (each runtime's own profiler, {calls} calls; the "
-             "profiler slows every kernel, so read the shares, not the ms):", ""]
+    lines = ["", f"Where the time goes (each runtime's own profiler, torch.profiler for PyTorch, "
+             f"{calls} calls; the profiler slows every kernel, so read the shares, not the "
+             "ms):", ""]
     for backend, p in profiles.items():
         ops = ", ".join(_op_label(o) for o in p["ops"][:top])
         lines.append(f"- **{backend}**: {p['nodes']:.0f} kernels a call; {ops}")

@@ -10,6 +10,11 @@ carries the instruction set and the precision (``brgconv_avx512_1x1_I8`` is an i
 convolution on AVX-512, ``..._bf16`` a bf16 one). ``swiftlearn bench --suite deploy`` prints
 the heaviest rows of each runtime's profile under its latency table.
 
+:func:`pytorch_profile` gives the same shape for a PyTorch model (``torch.profiler``): the ops
+by self time, so a convolution's wrappers do not count its time twice, and "kernels" are the
+ops that call no other op (``mkldnn::_linear_pointwise`` is the fused model's matrix product
+with its GELU or residual post-op).
+
 Profiling adds its own overhead to each kernel: compare shares within one profile, and
 latencies from the interleaved timing, not from here.
 """
@@ -21,7 +26,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass
 
 __all__ = ["OpProfile", "OpTime", "onnxruntime_events", "onnxruntime_profile",
-           "openvino_profile"]
+           "openvino_profile", "pytorch_profile"]
 
 
 @dataclass
@@ -120,3 +125,30 @@ def openvino_profile(request, feed: dict, *, calls: int = 100, warmup: int = 10)
             totals[key] += info.real_time.total_seconds() * 1e6
             counts[key] += 1
     return _profile("openvino", calls, totals, counts, None)
+
+
+def pytorch_profile(fn, x, *, calls: int = 100, warmup: int = 10) -> OpProfile:
+    """Profile ``fn(x)`` (a module or any callable of PyTorch ops) with ``torch.profiler`` on
+    the CPU: ops by name and self time; kernels a call are the ops that call no other op."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    _check_calls(calls, warmup)
+    x = torch.as_tensor(x)
+    with torch.inference_mode():
+        for _ in range(warmup):
+            fn(x)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(calls):
+                fn(x)
+    totals: dict = defaultdict(float)
+    counts: dict = defaultdict(int)
+    leaves = 0
+    for e in prof.events():
+        key = (e.name, "")
+        totals[key] += e.self_cpu_time_total
+        counts[key] += 1
+        leaves += not e.cpu_children
+    out = _profile("pytorch", calls, {k: v for k, v in totals.items() if v > 0}, counts, None)
+    out.nodes = round(leaves / calls, 2)
+    return out
