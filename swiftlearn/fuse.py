@@ -19,12 +19,17 @@ model (to float rounding) with fewer, larger operations:
    1x1 convolution is then a plain ``F.linear`` on contiguous memory (PyTorch's CPU 1x1 ``conv2d``
    in NCHW goes through an im2col copy), the attention's tokens ``[B, N, C]`` are a free reshape,
    and the 3x3 convolutions see a channels-last view, which oneDNN handles natively.
-6. **oneDNN post-ops (CPU, float32).** Each ``x + FC2(GELU(FC1(y)))`` (in every ``ConvEncoder``,
-   local representation and MLP) runs as two oneDNN matmuls, the first with the exact (erf) GELU
-   applied as it writes its output, the second with the bias and the residual addition:
+6. **oneDNN post-ops (CPU, float32 or bfloat16).** Each ``x + FC2(GELU(FC1(y)))`` (in every
+   ``ConvEncoder``, local representation and MLP) runs as two oneDNN matmuls, the first with the
+   exact (erf) GELU applied as it writes its output, the second with the bias and the residual
+   addition:
    ``torch.ops.mkldnn._linear_pointwise``, the kernels ``torch.compile``'s CPU backend calls. That
    saves the separate GELU, bias and addition passes over memory. It is an internal PyTorch op,
    so ``fuse(..., onednn=False)`` (or its absence) falls back to ``F.linear`` + ``F.gelu``.
+   ``fuse(model).to(torch.bfloat16)`` keeps these kernels, in bf16 (fed bf16 images); under
+   ``torch.autocast`` the weights stay float32 and the plain ops run instead, so on a CPU with
+   native bf16 the converted model is the faster bf16 path (Zen 5, XS at 144 px: 4.8 ms
+   against 5.8 under autocast and 7.0 in float32).
 
 The fused model is for inference only (``.train()`` raises); its outputs match the unfused
 model's to ~1e-6.
@@ -107,6 +112,9 @@ def onednn_available() -> bool:
 # ---------------------------------------------------------------- fused blocks (all [B, H, W, C])
 
 
+_ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
+
+
 class ResidualMlp(nn.Module):
     """``residual + FC2(GELU(FC1(y)))`` on ``[B, H, W, C]``; one oneDNN kernel per linear layer."""
 
@@ -116,8 +124,10 @@ class ResidualMlp(nn.Module):
 
     def forward(self, y: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         # under torch.compile, inductor makes its own fused kernels from the plain ops
-        if self.onednn and y.device.type == "cpu" and y.dtype == torch.float32 \
-                and not torch.compiler.is_compiling():
+        # float32, or bfloat16 in a model converted with .to(torch.bfloat16); under autocast the
+        # weights stay float32 while y is bfloat16, and the plain ops below take the mixed case
+        if self.onednn and y.device.type == "cpu" and y.dtype in _ONEDNN_DTYPES \
+                and y.dtype == self.fc1.weight.dtype and not torch.compiler.is_compiling():
             B, H, W, C = residual.shape
             kernel = torch.ops.mkldnn._linear_pointwise
             # [B*H*W, C] -> [B*H*W, 4C], GELU applied by the matmul kernel as it writes

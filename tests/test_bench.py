@@ -26,12 +26,14 @@ def test_rows_and_reference(tiny_result):
     from swiftlearn.utils import cpu_supports_bf16
 
     keys = [(row["impl"], row["model"], row["backend"]) for row in r["rows"]]
-    bf16 = [("swiftlearn", "swiftformer_xs", "fused+bf16")] if cpu_supports_bf16() else []
+    bf16 = ([("swiftlearn", "swiftformer_xs", b) for b in ("fused+bf16", "fused bf16 weights")]
+            if cpu_supports_bf16() else [])
     assert keys == [("swiftlearn", "swiftformer_xs", "eager"),
                     ("swiftlearn", "swiftformer_xs", "fused"), *bf16,
                     ("timm", "swiftformer_xs", "eager")]
     if not bf16:
-        assert any("fused+bf16 omitted: this CPU has no native bf16" in n for n in r["notes"])
+        assert any("fused+bf16 and fused bf16 weights omitted: this CPU has no native bf16" in n
+                   for n in r["notes"])
     for row in r["rows"]:
         lat = row["latency"]["1"]
         assert lat["n"] == 2 and lat["q1_ms"] <= lat["median_ms"] <= lat["q3_ms"]
@@ -62,7 +64,7 @@ def test_without_timm_there_is_no_reference(monkeypatch):
     r = bench.run_latency(["swiftformer_xs"], onnx=False, **TINY)
     from swiftlearn.utils import cpu_supports_bf16
 
-    assert r["reference"] is None and len(r["rows"]) == 2 + cpu_supports_bf16()
+    assert r["reference"] is None and len(r["rows"]) == 2 + 2 * cpu_supports_bf16()
     assert all(not row["speed_vs_reference"] for row in r["rows"])
     assert any("timm is not installed" in n for n in r["notes"])
     assert "| - |" in bench.to_markdown(r)
@@ -87,7 +89,7 @@ def test_onnxruntime_rows():
 
     r = bench.run_latency(["swiftformer_xs"], onnx=True, **TINY)
     backends = [row["backend"] for row in r["rows"] if row["impl"] == "swiftlearn"]
-    bf16 = ["fused+bf16"] if cpu_supports_bf16() else []
+    bf16 = ["fused+bf16", "fused bf16 weights"] if cpu_supports_bf16() else []
     assert [b for b in backends if not b.startswith("openvino")] == \
         ["eager", "fused", *bf16, "onnxruntime"]
 

@@ -69,6 +69,40 @@ def test_plain_and_onednn_paths_agree(onednn):
         torch.testing.assert_close(fused(_x()), model(_x()), atol=ATOL, rtol=RTOL)
 
 
+def test_a_bfloat16_model_keeps_the_onednn_kernels(monkeypatch):
+    """fuse(model).to(bfloat16) runs the oneDNN matmuls with their post-ops in bf16 (not the plain
+    ops, as autocast does), and stays within bf16 rounding of the float32 model."""
+    if not onednn_available():
+        pytest.skip("this PyTorch build has no oneDNN fused linear kernels")
+    model = randomize_(create_model("xs"), seed=15).eval()
+    fused = fuse(model)
+    bf16 = fuse(model).to(torch.bfloat16)
+    calls = []
+    real = torch.ops.mkldnn._linear_pointwise
+
+    class Spy:  # counts the oneDNN calls by dtype, then runs the real kernels
+        def __call__(self, x, *args):
+            calls.append(x.dtype)
+            return real(x, *args)
+
+        def binary(self, x, *args):
+            calls.append(x.dtype)
+            return real.binary(x, *args)
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", Spy())
+    x = _x()
+    with torch.inference_mode():
+        out = bf16(x.to(torch.bfloat16)).float()
+        assert calls and set(calls) == {torch.bfloat16}
+        calls.clear()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            auto = fused(x).float()
+        assert calls == []  # float32 weights, bf16 activations: the plain ops
+        ref = fused(x)
+    scale = ref.abs().max()
+    assert (out - ref).abs().max() <= 0.05 * scale and (auto - ref).abs().max() <= 0.05 * scale
+
+
 def test_float64_uses_the_plain_path():
     model = randomize_(create_model("xs"), seed=14).double().eval()
     x = _x().double()

@@ -257,7 +257,7 @@ def test_bench_has_an_int8_row_and_the_best_path_goal(calib_dir):
     from swiftlearn.utils import cpu_supports_bf16
 
     backends = [row["backend"] for row in r["rows"] if row["impl"] == "swiftlearn"]
-    bf16 = ["fused+bf16"] if cpu_supports_bf16() else []
+    bf16 = ["fused+bf16", "fused bf16 weights"] if cpu_supports_bf16() else []
     assert [b for b in backends if not b.startswith("openvino")] == [
         "eager", "fused", *bf16, "onnxruntime", "onnxruntime int8"]
     openvino = [b for b in backends if b.startswith("openvino")]

@@ -89,7 +89,8 @@ def _round_medians(times: list[float], repeats: int) -> list[float]:
             for i in range(0, len(times), repeats)]
 
 
-_PROFILED = ("eager", "fused", "fused+bf16")  # the PyTorch rows, through torch.profiler
+#: the PyTorch rows, profiled through torch.profiler
+_PROFILED = ("eager", "fused", "fused+bf16", "fused bf16 weights")
 
 
 def _profile(row: dict, x: torch.Tensor, calls: int) -> dict:

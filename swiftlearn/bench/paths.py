@@ -12,6 +12,9 @@ normalised float tensor ``[B, 3, H, W]`` and returning logits (a tensor or an ar
                        1x1 convolutions as channels-last matmuls, GELU as oneDNN post-ops
 ``fused+bf16``         the fused model under ``torch.autocast("cpu", bfloat16)``: only where the
                        CPU has native bf16 (AMX or AVX-512 BF16); emulated elsewhere, so omitted
+``fused bf16 weights`` the fused model converted with ``.to(torch.bfloat16)``, fed bf16 images:
+                       oneDNN's matmuls keep their GELU and residual post-ops in bf16 (under
+                       autocast they do not); only where the CPU has native bf16
 ``fused+compile``      ``torch.compile`` of the fused model (one compiled copy per thread count)
 ``onnxruntime``        :func:`swiftlearn.export.to_onnx` in ONNX Runtime, its default graph
                        optimisations
@@ -37,8 +40,8 @@ from ..utils import cpu_supports_bf16, require
 
 __all__ = ["PATH_BACKENDS", "RunPath", "swiftformer_paths"]
 
-PATH_BACKENDS = ("eager", "fused", "fused+bf16", "fused+compile", "onnxruntime",
-                 "onnxruntime int8", "openvino", "openvino f32", "openvino int8")
+PATH_BACKENDS = ("eager", "fused", "fused+bf16", "fused bf16 weights", "fused+compile",
+                 "onnxruntime", "onnxruntime int8", "openvino", "openvino f32", "openvino int8")
 
 
 @dataclass
@@ -57,6 +60,15 @@ def _bf16(module: nn.Module) -> Callable:
     def run(x):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             return module(x).float()
+    return run
+
+
+def _bf16_weights(module: nn.Module) -> Callable:
+    converted = copy.deepcopy(module).to(torch.bfloat16)
+
+    def run(x):
+        return converted(x.to(torch.bfloat16)).float()
+    run.module = converted
     return run
 
 
@@ -101,9 +113,12 @@ def swiftformer_paths(model: nn.Module, name: str, size: int, workdir: Path, not
     bf16 = cpu_supports_bf16()
     if bf16:
         paths.append(RunPath("fused+bf16", "bf16 autocast", lambda t: _bf16(fused), fused))
+        weights = _bf16_weights(fused)  # one converted copy, whatever the thread count
+        paths.append(RunPath("fused bf16 weights", "bf16 weights and activations",
+                             lambda t: weights, fused))
     else:
-        notes.append("fused+bf16 omitted: this CPU has no native bf16 (AMX or AVX-512 BF16), "
-                     "where bf16 autocast is emulated and slower than fp32.")
+        notes.append("fused+bf16 and fused bf16 weights omitted: this CPU has no native bf16 "
+                     "(AMX or AVX-512 BF16), where bf16 is emulated and slower than fp32.")
     if compile:
         # inductor specialises its kernels to the thread count: one compiled copy per count
         paths.append(RunPath("fused+compile", "fp32",
