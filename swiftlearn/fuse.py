@@ -28,8 +28,8 @@ model (to float rounding) with fewer, larger operations:
    so ``fuse(..., onednn=False)`` (or its absence) falls back to ``F.linear`` + ``F.gelu``.
    ``fuse(model).to(torch.bfloat16)`` keeps these kernels, in bf16 (fed bf16 images); under
    ``torch.autocast`` the weights stay float32 and the plain ops run instead, so on a CPU with
-   native bf16 the converted model is the faster bf16 path (Zen 5, XS at 144 px: 4.8 ms
-   against 5.8 under autocast and 7.0 in float32).
+   native bf16 the converted model is the faster bf16 path (Zen 5, XS at 144 px, the committed
+   deploy table: 5.0 ms against 5.9 under autocast and 6.6 in float32, the same top-1).
 
 The fused model is for inference only (``.train()`` raises); its outputs match the unfused
 model's to ~1e-6.
