@@ -68,7 +68,6 @@ def _bf16_weights(module: nn.Module) -> Callable:
 
     def run(x):
         return converted(x.to(torch.bfloat16)).float()
-    run.module = converted
     return run
 
 

@@ -25,8 +25,9 @@ One concept per module:
 ``quantize``       static int8 ONNX for the CPU (:func:`~swiftlearn.export.quantize.quantize_int8`,
                    calibration, exact graph passes, accuracy helpers); import it by name
 ``profile``        where a runtime's time goes: :class:`~swiftlearn.export.profile.OpProfile`,
-                   what ``OnnxRunner.profile`` and ``OpenVinoRunner.profile`` return (kernels a
-                   call, by op type and, for OpenVINO, by the kernel it picked)
+                   what ``OnnxRunner.profile``, ``OpenVinoRunner.profile`` and
+                   :func:`~swiftlearn.export.profile.pytorch_profile` return (kernels a call, by
+                   op type and, for OpenVINO, by the kernel it picked)
 ``staging``        :func:`~swiftlearn.export.staging.export_stage`: the temporary sibling of the
                    output where every export builds (the system temporary folder redirected into
                    it, so nothing is left in ``/tmp``; a full disk said in one line)

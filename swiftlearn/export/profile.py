@@ -1,5 +1,5 @@
-"""Where a runtime's time goes: the per-op profile of one ONNX Runtime session or one OpenVINO
-compiled model, in one shape for both (:class:`OpProfile`).
+"""Where a runtime's time goes: the per-op profile of one ONNX Runtime session, one OpenVINO
+compiled model or one PyTorch model, in one shape for all three (:class:`OpProfile`).
 
 ``OnnxRunner(path).profile(x)`` and ``OpenVinoRunner(path).profile(x)`` run ``x`` ``calls``
 times after ``warmup`` calls with the runtime's own profiler on, and sum each op's kernel time
@@ -32,7 +32,7 @@ __all__ = ["OpProfile", "OpTime", "onnxruntime_events", "onnxruntime_profile",
 @dataclass
 class OpTime:
     op: str  #: the op type the runtime ran (after its fusions)
-    kernel: str  #: OpenVINO: the kernel it picked (ISA and precision); ONNX Runtime: ""
+    kernel: str  #: OpenVINO: the kernel it picked (ISA and precision); elsewhere ""
     nodes: float  #: how many such kernels one call runs
     ms: float  #: their kernel time per call
     share: float  #: of the profile's kernel time, in %
@@ -40,7 +40,7 @@ class OpTime:
 
 @dataclass
 class OpProfile:
-    runtime: str  #: "onnxruntime" or "openvino"
+    runtime: str  #: "onnxruntime", "openvino" or "pytorch"
     calls: int
     kernel_ms: float  #: all kernels' time per call
     run_ms: float | None  #: the median whole call as the runtime timed it (None: not recorded)
