@@ -143,8 +143,10 @@ def session_options(threads: int = 1):
     return options
 
 
-def onnxruntime_session(path: str | os.PathLike, threads: int = 1):
-    """An ``onnxruntime.InferenceSession`` on the CPU with :func:`session_options`.
+def onnxruntime_session(path: str | os.PathLike, threads: int = 1, *,
+                        profile_prefix: str | os.PathLike | None = None):
+    """An ``onnxruntime.InferenceSession`` on the CPU with :func:`session_options` (and ONNX
+    Runtime's profiler on, writing next to ``profile_prefix``, when that is given).
 
     Feed it ``{"input": x}`` (float32 ``[B, 3, H, W]``, normalised) and read ``"logits"``.
 
@@ -158,6 +160,9 @@ def onnxruntime_session(path: str | os.PathLike, threads: int = 1):
     if not path.is_file():
         raise FileNotFoundError(f"no ONNX model at {path}")
     options = session_options(threads)
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = str(profile_prefix)
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
@@ -187,14 +192,8 @@ class OnnxRunner:
         ``warmup``, by op type (an :class:`~swiftlearn.export.profile.OpProfile`)."""
         from .profile import onnxruntime_profile
 
-        ort = require("onnxruntime")
-
         def build(prefix):
-            options = session_options(self.threads)
-            options.enable_profiling = True
-            options.profile_file_prefix = str(prefix)
-            return ort.InferenceSession(str(self.path), options,
-                                        providers=["CPUExecutionProvider"])
+            return onnxruntime_session(self.path, self.threads, profile_prefix=prefix)
 
         return onnxruntime_profile(build, {self.input_name: as_input(x)}, calls=calls,
                                    warmup=warmup)

@@ -54,15 +54,16 @@ class OpProfile:
         return self.ops[:n]
 
 
-def _profile(runtime: str, calls: int, totals: dict, counts: dict,
-             run_ms: float | None) -> OpProfile:
+def _profile(runtime: str, calls: int, totals: dict, counts: dict, run_ms: float | None,
+             kernels: int | None = None) -> OpProfile:
+    """``kernels``: how many kernels all the calls ran, where that is not every counted op."""
     kernel = sum(totals.values())
     ops = [OpTime(op, kern, round(counts[op, kern] / calls, 2), round(us / calls / 1e3, 4),
                   round(100 * us / kernel, 2) if kernel else 0.0)
            for (op, kern), us in sorted(totals.items(), key=lambda kv: -kv[1])]
     return OpProfile(runtime, calls, round(kernel / calls / 1e3, 4),
                      None if run_ms is None else round(run_ms, 4),
-                     round(sum(counts.values()) / calls, 2), ops)
+                     round((sum(counts.values()) if kernels is None else kernels) / calls, 2), ops)
 
 
 def _check_calls(calls: int, warmup: int) -> None:
@@ -149,6 +150,5 @@ def pytorch_profile(fn, x, *, calls: int = 100, warmup: int = 10) -> OpProfile:
         totals[key] += e.self_cpu_time_total
         counts[key] += 1
         leaves += not e.cpu_children
-    out = _profile("pytorch", calls, {k: v for k, v in totals.items() if v > 0}, counts, None)
-    out.nodes = round(leaves / calls, 2)
-    return out
+    return _profile("pytorch", calls, {k: v for k, v in totals.items() if v > 0}, counts, None,
+                    kernels=leaves)

@@ -2,7 +2,7 @@
 
 A recipe is a set of :class:`~swiftlearn.train.TrainConfig` values; options given beside it
 override them. Every recipe trains SwiftFormer-XS from scratch on Imagenette with bf16 autocast
-where the CPU (or GPU) supports it, and both follow a wall-time budget.
+where the CPU (or GPU) supports it, and each follows a wall-time budget.
 
 * ``quick``: a live run for a learner: 14 minutes of training on a 2-core CPU (time-budget
   mode: the command takes about 15 minutes on any machine, and what it reaches depends on the
